@@ -1,0 +1,339 @@
+//! Guest memory layer of vhostd.
+//!
+//! Owns the mappings of the memory regions a vhost-user front-end shares with
+//! `SET_MEM_TABLE` / `ADD_MEM_REG`, translates guest-physical addresses (GPA)
+//! and front-end virtual addresses (VA, used by `SET_VRING_ADDR`), and offers
+//! bounded copies in and out of guest memory.
+//!
+//! It must never hand out a `&[u8]` or `&mut [u8]` into guest memory: the guest
+//! may change that memory at any time, so every access is a copy through
+//! `vm-memory`'s volatile accessors. Every range is checked in full (start and
+//! end, across region boundaries), never only its first byte (THREATS C2).
+//!
+//! Region tables come from the front-end and are validated here (THREATS C4,
+//! C9, C10): size 0, `gpa + size` / `user_addr + size` / `mmap_offset + size`
+//! overflow, overlap in either address space, and a mapping larger than the
+//! file behind the fd are all rejected before anything is mapped.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::fs::File;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use vm_memory::{
+    Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion,
+};
+
+/// The most regions one table may hold (the vhost-user `VHOST_MEMORY_BAX_NREGIONS`
+/// for `SET_MEM_TABLE` is 8; with `CONFIGURE_MEM_SLOTS` we advertise this many).
+pub const MAX_REGIONS: usize = 32;
+
+/// Errors of the memory layer.
+#[derive(Debug, thiserror::Error)]
+pub enum MemError {
+    /// A region in a memory table is invalid (size 0, overflow, bad file).
+    #[error("invalid memory region {index}: {why}")]
+    InvalidRegion {
+        /// Position of the region in the table.
+        index: usize,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Two regions overlap in guest-physical or front-end virtual space.
+    #[error("memory regions {0} and {1} overlap")]
+    Overlap(usize, usize),
+    /// More regions than [`MAX_REGIONS`].
+    #[error("too many memory regions: {0}")]
+    TooManyRegions(usize),
+    /// mmap of a region failed.
+    #[error("mmap of region {index} failed")]
+    Map {
+        /// Position of the region in the table.
+        index: usize,
+        /// The error from vm-memory.
+        #[source]
+        source: vm_memory::mmap::MmapRegionError,
+    },
+    /// The region table could not be assembled.
+    #[error("bad region table")]
+    Table(#[source] vm_memory::GuestRegionCollectionError),
+    /// No region to remove matches.
+    #[error("no region matches gpa {0:#x}")]
+    NoSuchRegion(u64),
+    /// A guest range is not fully backed by mapped memory.
+    #[error("guest range {addr:#x}+{len} is not mapped")]
+    OutOfBounds {
+        /// Start of the range.
+        addr: u64,
+        /// Length of the range.
+        len: u64,
+    },
+    /// A front-end virtual address range does not fall inside one region.
+    #[error("front-end address {0:#x}+{1} is not in any region")]
+    BadVirtualAddress(u64, u64),
+}
+
+/// One region as the front-end describes it, with the fd that backs it.
+#[derive(Debug)]
+pub struct RegionSpec {
+    /// Guest-physical start address.
+    pub guest_phys_addr: u64,
+    /// Size in bytes.
+    pub memory_size: u64,
+    /// The front-end's virtual address of the region start.
+    pub user_addr: u64,
+    /// Offset of the region in the file.
+    pub mmap_offset: u64,
+    /// The file (memfd, hugetlbfs, shm) backing the region.
+    pub file: Arc<File>,
+}
+
+/// A validated region: its spec plus the shared mapping.
+#[derive(Debug)]
+struct Region {
+    gpa: u64,
+    size: u64,
+    user_addr: u64,
+    mmap_offset: u64,
+    file: Arc<File>,
+    mapping: Arc<GuestRegionMmap>,
+}
+
+/// An immutable snapshot of guest memory. A new table makes a new `GuestMem`;
+/// workers hold an `Arc<GuestMem>` so an old mapping lives until the last worker
+/// that used it lets go (no use-after-unmap, THREATS C10/C19).
+#[derive(Debug)]
+pub struct GuestMem {
+    regions: Vec<Region>,
+    mem: GuestMemoryMmap,
+}
+
+fn checked_end(start: u64, len: u64) -> Option<u64> {
+    start.checked_add(len)
+}
+
+impl GuestMem {
+    /// An empty memory (no region): every access fails.
+    pub fn empty() -> Self {
+        GuestMem {
+            regions: Vec::new(),
+            mem: GuestMemoryMmap::new(),
+        }
+    }
+
+    /// Validates and maps a full table (`SET_MEM_TABLE`).
+    pub fn from_specs(specs: Vec<RegionSpec>) -> Result<Self, MemError> {
+        if specs.len() > MAX_REGIONS {
+            return Err(MemError::TooManyRegions(specs.len()));
+        }
+        let mut regions = Vec::with_capacity(specs.len());
+        for (index, spec) in specs.into_iter().enumerate() {
+            regions.push(Self::map_region(index, spec)?);
+        }
+        Self::assemble(regions)
+    }
+
+    /// A new memory with one region added (`ADD_MEM_REG`); `self` is unchanged.
+    pub fn with_region(&self, spec: RegionSpec) -> Result<Self, MemError> {
+        if self.regions.len() >= MAX_REGIONS {
+            return Err(MemError::TooManyRegions(self.regions.len() + 1));
+        }
+        let mut regions: Vec<Region> = self.regions.iter().map(Region::share).collect();
+        regions.push(Self::map_region(self.regions.len(), spec)?);
+        Self::assemble(regions)
+    }
+
+    /// A new memory without the region that starts at `gpa` with `size`
+    /// (`REM_MEM_REG`); `self` is unchanged.
+    pub fn without_region(&self, gpa: u64, size: u64) -> Result<Self, MemError> {
+        let pos = self
+            .regions
+            .iter()
+            .position(|r| r.gpa == gpa && r.size == size)
+            .ok_or(MemError::NoSuchRegion(gpa))?;
+        let regions = self
+            .regions
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != pos)
+            .map(|(_, r)| r.share())
+            .collect();
+        Self::assemble(regions)
+    }
+
+    fn map_region(index: usize, spec: RegionSpec) -> Result<Region, MemError> {
+        let bad = |why| MemError::InvalidRegion { index, why };
+        if spec.memory_size == 0 {
+            return Err(bad("size is 0"));
+        }
+        checked_end(spec.guest_phys_addr, spec.memory_size).ok_or(bad("gpa + size overflows"))?;
+        checked_end(spec.user_addr, spec.memory_size).ok_or(bad("user_addr + size overflows"))?;
+        let file_end =
+            checked_end(spec.mmap_offset, spec.memory_size).ok_or(bad("offset + size overflows"))?;
+        let size = usize::try_from(spec.memory_size).map_err(|_| bad("size too large"))?;
+        // THREATS C9/C10: look at the fd before mapping it. A regular file or a
+        // memfd must hold the whole range; anything else (socket, pipe,
+        // directory) is refused. Hugetlbfs and memfd report their size.
+        let meta = spec.file.metadata().map_err(|_| bad("fstat failed"))?;
+        if !meta.file_type().is_file() {
+            return Err(bad("fd is not a regular file or memfd"));
+        }
+        if meta.len() < file_end {
+            return Err(bad("region extends past the end of its file"));
+        }
+        let fo = FileOffset::from_arc(spec.file.clone(), spec.mmap_offset);
+        let mmap =
+            MmapRegion::from_file(fo, size).map_err(|source| MemError::Map { index, source })?;
+        let mapping = GuestRegionMmap::new(mmap, GuestAddress(spec.guest_phys_addr))
+            .ok_or(bad("region does not fit the address space"))?;
+        Ok(Region {
+            gpa: spec.guest_phys_addr,
+            size: spec.memory_size,
+            user_addr: spec.user_addr,
+            mmap_offset: spec.mmap_offset,
+            file: spec.file,
+            mapping: Arc::new(mapping),
+        })
+    }
+
+    fn assemble(mut regions: Vec<Region>) -> Result<Self, MemError> {
+        // Overlap in either address space is refused (THREATS C10): a VA
+        // overlap would make ring translation ambiguous.
+        for i in 0..regions.len() {
+            for j in (i + 1)..regions.len() {
+                let (a, b) = (&regions[i], &regions[j]);
+                let gpa_overlap = a.gpa < b.gpa + b.size && b.gpa < a.gpa + a.size;
+                let va_overlap = a.user_addr < b.user_addr + b.size
+                    && b.user_addr < a.user_addr + a.size;
+                if gpa_overlap || va_overlap {
+                    return Err(MemError::Overlap(i, j));
+                }
+            }
+        }
+        regions.sort_by_key(|r| r.gpa);
+        let mem = GuestMemoryMmap::from_arc_regions(regions.iter().map(|r| r.mapping.clone()).collect())
+            .map_err(MemError::Table)?;
+        Ok(GuestMem { regions, mem })
+    }
+
+    /// Number of mapped regions.
+    pub fn num_regions(&self) -> usize {
+        self.regions.len()
+    }
+
+    /// Total mapped bytes.
+    pub fn total_size(&self) -> u64 {
+        self.regions.iter().map(|r| r.size).sum()
+    }
+
+    /// Translates a front-end virtual address range to a guest-physical
+    /// address. The whole range `[va, va+len)` must lie in one region
+    /// (THREATS C11: every ring byte must translate).
+    pub fn va_to_gpa(&self, va: u64, len: u64) -> Result<u64, MemError> {
+        let end = checked_end(va, len).ok_or(MemError::BadVirtualAddress(va, len))?;
+        self.regions
+            .iter()
+            .find(|r| va >= r.user_addr && end <= r.user_addr + r.size)
+            .map(|r| r.gpa + (va - r.user_addr))
+            .ok_or(MemError::BadVirtualAddress(va, len))
+    }
+
+    /// Checks that `[addr, addr+len)` is fully mapped (it may span regions
+    /// only if they are contiguous in guest-physical space).
+    pub fn check_range(&self, addr: u64, len: u64) -> Result<(), MemError> {
+        let oob = || MemError::OutOfBounds { addr, len };
+        let end = checked_end(addr, len).ok_or_else(oob)?;
+        let mut cur = addr;
+        // Walk region by region: each step must find a region holding `cur`;
+        // since regions do not overlap, a gap between two regions fails here.
+        while cur < end {
+            let i = self
+                .regions
+                .binary_search_by(|r| {
+                    if cur < r.gpa {
+                        std::cmp::Ordering::Greater
+                    } else if cur - r.gpa >= r.size {
+                        std::cmp::Ordering::Less
+                    } else {
+                        std::cmp::Ordering::Equal
+                    }
+                })
+                .map_err(|_| oob())?;
+            let r = self.regions.get(i).ok_or_else(oob)?;
+            cur = r.gpa + r.size;
+        }
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes from guest address `addr` into `buf`.
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.mem
+            .read_slice(buf, GuestAddress(addr))
+            .map_err(|_| MemError::OutOfBounds {
+                addr,
+                len: buf.len() as u64,
+            })
+    }
+
+    /// Copies `buf` to guest address `addr`.
+    pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
+        self.mem
+            .write_slice(buf, GuestAddress(addr))
+            .map_err(|_| MemError::OutOfBounds {
+                addr,
+                len: buf.len() as u64,
+            })
+    }
+
+    /// Reads a little-endian `u16`.
+    pub fn read_u16(&self, addr: u64) -> Result<u16, MemError> {
+        let mut b = [0u8; 2];
+        self.read(addr, &mut b)?;
+        Ok(u16::from_le_bytes(b))
+    }
+
+    /// Writes a little-endian `u16`.
+    pub fn write_u16(&self, addr: u64, v: u16) -> Result<(), MemError> {
+        self.write(addr, &v.to_le_bytes())
+    }
+
+    /// Atomic load of an aligned `u16` with the given ordering (ring indices).
+    pub fn load_u16(&self, addr: u64, order: Ordering) -> Result<u16, MemError> {
+        self.mem
+            .load::<u16>(GuestAddress(addr), order)
+            .map(u16::from_le)
+            .map_err(|_| MemError::OutOfBounds { addr, len: 2 })
+    }
+
+    /// Atomic store of an aligned `u16` with the given ordering (ring indices).
+    pub fn store_u16(&self, addr: u64, v: u16, order: Ordering) -> Result<(), MemError> {
+        self.mem
+            .store(v.to_le(), GuestAddress(addr), order)
+            .map_err(|_| MemError::OutOfBounds { addr, len: 2 })
+    }
+
+    /// The regions as (gpa, size, user_addr, mmap_offset), sorted by gpa.
+    pub fn layout(&self) -> Vec<(u64, u64, u64, u64)> {
+        self.regions
+            .iter()
+            .map(|r| (r.gpa, r.size, r.user_addr, r.mmap_offset))
+            .collect()
+    }
+}
+
+impl Region {
+    fn share(&self) -> Region {
+        Region {
+            gpa: self.gpa,
+            size: self.size,
+            user_addr: self.user_addr,
+            mmap_offset: self.mmap_offset,
+            file: self.file.clone(),
+            mapping: self.mapping.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,125 @@
+use super::*;
+use std::io::Write;
+
+fn memfd(size: u64) -> Arc<File> {
+    let mfd = memfd::MemfdOptions::default().create("t").unwrap();
+    let f = mfd.into_file();
+    f.set_len(size).unwrap();
+    Arc::new(f)
+}
+
+fn spec(gpa: u64, size: u64, va: u64, file: Arc<File>) -> RegionSpec {
+    RegionSpec {
+        guest_phys_addr: gpa,
+        memory_size: size,
+        user_addr: va,
+        mmap_offset: 0,
+        file,
+    }
+}
+
+#[test]
+fn test_mem_read_write_roundtrip() {
+    let m = GuestMem::from_specs(vec![spec(0x1000, 0x10000, 0x7f00_0000, memfd(0x10000))]).unwrap();
+    m.write(0x2000, b"hello").unwrap();
+    let mut b = [0u8; 5];
+    m.read(0x2000, &mut b).unwrap();
+    assert_eq!(&b, b"hello");
+    assert_eq!(m.va_to_gpa(0x7f00_0010, 16).unwrap(), 0x1010);
+}
+
+#[test]
+fn test_mem_range_past_end_rejected() {
+    let m = GuestMem::from_specs(vec![spec(0, 0x1000, 0, memfd(0x1000))]).unwrap();
+    assert!(m.check_range(0xff0, 0x10).is_ok());
+    assert!(m.check_range(0xff0, 0x11).is_err());
+    assert!(m.check_range(u64::MAX - 1, 4).is_err());
+    let mut b = [0u8; 0x20];
+    assert!(m.read(0xff0, &mut b).is_err());
+    assert!(m.va_to_gpa(0xff0, 0x11).is_err());
+}
+
+#[test]
+fn test_mem_range_spanning_contiguous_regions_ok_gap_rejected() {
+    let m = GuestMem::from_specs(vec![
+        spec(0, 0x1000, 0x10000, memfd(0x1000)),
+        spec(0x1000, 0x1000, 0x20000, memfd(0x1000)),
+        spec(0x3000, 0x1000, 0x30000, memfd(0x1000)),
+    ])
+    .unwrap();
+    assert!(m.check_range(0xf00, 0x200).is_ok());
+    assert!(m.check_range(0x1f00, 0x200).is_err());
+    // a copy across the two contiguous regions lands in both
+    m.write(0xffe, &[1, 2, 3, 4]).unwrap();
+    let mut b = [0u8; 4];
+    m.read(0xffe, &mut b).unwrap();
+    assert_eq!(b, [1, 2, 3, 4]);
+    // a VA range must lie in one region
+    assert!(m.va_to_gpa(0x10ff0, 0x20).is_err());
+}
+
+#[test]
+fn test_mem_zero_size_region_rejected() {
+    let r = GuestMem::from_specs(vec![spec(0, 0, 0, memfd(0x1000))]);
+    assert!(matches!(r, Err(MemError::InvalidRegion { .. })));
+}
+
+#[test]
+fn test_mem_overflowing_region_rejected() {
+    let r = GuestMem::from_specs(vec![spec(u64::MAX - 0xfff, 0x2000, 0, memfd(0x2000))]);
+    assert!(matches!(r, Err(MemError::InvalidRegion { .. })));
+    let mut s = spec(0, 0x1000, 0, memfd(0x1000));
+    s.mmap_offset = u64::MAX;
+    assert!(matches!(GuestMem::from_specs(vec![s]), Err(MemError::InvalidRegion { .. })));
+}
+
+#[test]
+fn test_mem_region_larger_than_file_rejected() {
+    let r = GuestMem::from_specs(vec![spec(0, 0x2000, 0, memfd(0x1000))]);
+    assert!(matches!(r, Err(MemError::InvalidRegion { .. })));
+}
+
+#[test]
+fn test_mem_overlap_rejected() {
+    let r = GuestMem::from_specs(vec![
+        spec(0, 0x2000, 0x10000, memfd(0x2000)),
+        spec(0x1000, 0x2000, 0x20000, memfd(0x2000)),
+    ]);
+    assert!(matches!(r, Err(MemError::Overlap(..))));
+    let r = GuestMem::from_specs(vec![
+        spec(0, 0x2000, 0x10000, memfd(0x2000)),
+        spec(0x4000, 0x2000, 0x11000, memfd(0x2000)),
+    ]);
+    assert!(matches!(r, Err(MemError::Overlap(..))));
+}
+
+#[test]
+fn test_mem_non_file_fd_rejected() {
+    let dir = File::open("/").unwrap();
+    let r = GuestMem::from_specs(vec![spec(0, 0x1000, 0, Arc::new(dir))]);
+    assert!(matches!(r, Err(MemError::InvalidRegion { .. })));
+}
+
+#[test]
+fn test_mem_add_remove_region() {
+    let m = GuestMem::from_specs(vec![spec(0, 0x1000, 0x10000, memfd(0x1000))]).unwrap();
+    let f = memfd(0x1000);
+    (&*f).write_all(b"xyz").unwrap();
+    let m2 = m.with_region(spec(0x8000, 0x1000, 0x80000, f)).unwrap();
+    assert_eq!(m2.num_regions(), 2);
+    let mut b = [0u8; 3];
+    m2.read(0x8000, &mut b).unwrap();
+    assert_eq!(&b, b"xyz");
+    let m3 = m2.without_region(0x8000, 0x1000).unwrap();
+    assert_eq!(m3.num_regions(), 1);
+    assert!(m3.read(0x8000, &mut b).is_err());
+    assert!(m3.without_region(0x8000, 0x1000).is_err());
+}
+
+#[test]
+fn test_mem_too_many_regions_rejected() {
+    let specs = (0..=MAX_REGIONS as u64)
+        .map(|i| spec(i * 0x1000, 0x1000, i * 0x1000, memfd(0x1000)))
+        .collect();
+    assert!(matches!(GuestMem::from_specs(specs), Err(MemError::TooManyRegions(_))));
+}

@@ -1,0 +1,328 @@
+//! Split virtqueue, device side (virtio 1.2 §2.7).
+//!
+//! ```text
+//!  desc  (align 16): N x { addr: le64, len: le32, flags: le16, next: le16 }
+//!  avail (align 2):  flags: le16 | idx: le16 | ring[N]: le16 | used_event: le16
+//!  used  (align 4):  flags: le16 | idx: le16 | ring[N]: {id: le32, len: le32} | avail_event: le16
+//! ```
+
+use std::num::Wrapping;
+use std::sync::atomic::{fence, Ordering};
+
+use vhostd_mem::GuestMem;
+
+use crate::chain::{Chain, ChainError, Segment};
+use crate::{
+    QueueError, MAX_INDIRECT_DESCS, MAX_QUEUE_SIZE, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT,
+    VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
+};
+
+const DESC_SIZE: u64 = 16;
+
+/// Where a split ring lives and how it was negotiated.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QueueConfig {
+    /// Number of descriptors (power of two, 1..=32768).
+    pub size: u16,
+    /// Guest-physical address of the descriptor table.
+    pub desc: u64,
+    /// Guest-physical address of the avail ring.
+    pub avail: u64,
+    /// Guest-physical address of the used ring.
+    pub used: u64,
+    /// First avail index to process (`SET_VRING_BASE`).
+    pub base: u16,
+    /// VIRTIO_F_RING_EVENT_IDX negotiated.
+    pub event_idx: bool,
+    /// VIRTIO_F_RING_INDIRECT_DESC negotiated.
+    pub indirect: bool,
+}
+
+/// Ring sizes in bytes for queue size `n`: (desc, avail, used).
+pub fn ring_sizes(n: u16) -> (u64, u64, u64) {
+    let n = u64::from(n);
+    (DESC_SIZE * n, 6 + 2 * n, 6 + 8 * n)
+}
+
+/// Device side of one split virtqueue. All indices are free-running `u16`s.
+#[derive(Debug)]
+pub struct SplitQueue {
+    size: u16,
+    desc: u64,
+    avail: u64,
+    used: u64,
+    event_idx: bool,
+    indirect: bool,
+    /// Next avail ring slot to read.
+    next_avail: Wrapping<u16>,
+    /// Last avail.idx read from the guest (validated).
+    avail_shadow: Wrapping<u16>,
+    /// Next used ring slot to write.
+    next_used: Wrapping<u16>,
+    /// used.idx value at the last notification decision.
+    signalled_used: Wrapping<u16>,
+    signalled_valid: bool,
+}
+
+impl SplitQueue {
+    /// Validates `cfg` against `mem` and starts the queue. The used index is
+    /// loaded from the used ring, as libvhost-user does: the guest or a
+    /// previous back-end may have moved it.
+    pub fn new(cfg: QueueConfig, mem: &GuestMem) -> Result<Self, QueueError> {
+        let size = cfg.size;
+        if size == 0 || size > MAX_QUEUE_SIZE || !size.is_power_of_two() {
+            return Err(QueueError::InvalidSize(u32::from(size)));
+        }
+        // virtio 1.2 §2.7: alignment 16 / 2 / 4 (THREATS C11).
+        for (name, addr, align) in [("desc", cfg.desc, 16), ("avail", cfg.avail, 2), ("used", cfg.used, 4)] {
+            if addr % align != 0 {
+                return Err(QueueError::Misaligned(name, addr));
+            }
+        }
+        let (dl, al, ul) = ring_sizes(size);
+        for (name, addr, len) in [("desc", cfg.desc, dl), ("avail", cfg.avail, al), ("used", cfg.used, ul)] {
+            mem.check_range(addr, len)
+                .map_err(|_| QueueError::RingNotMapped(name, addr))?;
+        }
+        let used_idx = mem.load_u16(cfg.used + 2, Ordering::Acquire)?;
+        Ok(SplitQueue {
+            size,
+            desc: cfg.desc,
+            avail: cfg.avail,
+            used: cfg.used,
+            event_idx: cfg.event_idx,
+            indirect: cfg.indirect,
+            next_avail: Wrapping(cfg.base),
+            avail_shadow: Wrapping(cfg.base),
+            next_used: Wrapping(used_idx),
+            signalled_used: Wrapping(used_idx),
+            signalled_valid: false,
+        })
+    }
+
+    /// Queue size.
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// Next avail index: what `GET_VRING_BASE` reports.
+    pub fn next_avail(&self) -> u16 {
+        self.next_avail.0
+    }
+
+    /// Next used index (not yet published entries included).
+    pub fn next_used(&self) -> u16 {
+        self.next_used.0
+    }
+
+    /// Reads avail.idx (acquire: ring entries and descriptors written before
+    /// it are visible after it) and checks it (THREATS C3).
+    fn refresh_avail(&mut self, mem: &GuestMem) -> Result<Wrapping<u16>, QueueError> {
+        let idx = Wrapping(mem.load_u16(self.avail + 2, Ordering::Acquire)?);
+        if (idx - self.next_avail).0 > self.size {
+            return Err(QueueError::AvailIdxJump {
+                avail: idx.0,
+                next: self.next_avail.0,
+                size: self.size,
+            });
+        }
+        self.avail_shadow = idx;
+        Ok(idx)
+    }
+
+    /// Number of chains the driver has made available and we have not popped.
+    pub fn pending(&mut self, mem: &GuestMem) -> Result<u16, QueueError> {
+        let idx = self.refresh_avail(mem)?;
+        Ok((idx - self.next_avail).0)
+    }
+
+    /// Pops the next available chain into `chain`. Returns `Ok(false)` when
+    /// the ring is empty. A chain whose buffers are bad comes back with
+    /// [`Chain::error`] set: complete it with length 0.
+    pub fn pop(&mut self, mem: &GuestMem, chain: &mut Chain) -> Result<bool, QueueError> {
+        if self.next_avail == self.avail_shadow && self.refresh_avail(mem)? == self.next_avail {
+            return Ok(false);
+        }
+        let slot = u64::from(self.next_avail.0 % self.size);
+        let head = mem.read_u16(self.avail + 4 + 2 * slot)?;
+        if head >= self.size {
+            return Err(QueueError::InvalidHead(head));
+        }
+        self.next_avail += Wrapping(1);
+        chain.reset(head);
+        if let Err(e) = self.walk(mem, chain) {
+            match e {
+                Walk::Fatal(q) => return Err(q),
+                Walk::Bad(c) => {
+                    chain.segs.clear();
+                    chain.readable = 0;
+                    chain.writable = 0;
+                    chain.error = Some(c);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Gives back the last `n` popped chains (they will be popped again).
+    /// Used when a burst cannot be finished, e.g. RX buffers run out mid-frame.
+    pub fn undo_pop(&mut self, n: u16) {
+        self.next_avail -= Wrapping(n);
+    }
+
+    fn read_desc(mem: &GuestMem, table: u64, idx: u16) -> Result<(u64, u32, u16, u16), QueueError> {
+        // One 16-byte snapshot per descriptor; fields are only taken from it
+        // (THREATS C5: no double fetch).
+        let mut raw = [0u8; 16];
+        mem.read(table + DESC_SIZE * u64::from(idx), &mut raw)?;
+        let addr = u64::from_le_bytes([raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7]]);
+        let len = u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]);
+        let flags = u16::from_le_bytes([raw[12], raw[13]]);
+        let next = u16::from_le_bytes([raw[14], raw[15]]);
+        Ok((addr, len, flags, next))
+    }
+
+    fn walk(&self, mem: &GuestMem, chain: &mut Chain) -> Result<(), Walk> {
+        let mut table = self.desc;
+        let mut table_len = u32::from(self.size);
+        let mut idx = chain.head;
+        let mut in_indirect = false;
+        // Each table may be visited at most table_len times: more is a loop
+        // (THREATS C1). Bounded work: <= size + MAX_INDIRECT_DESCS steps.
+        let mut budget = table_len;
+        let mut seen_writable = false;
+        loop {
+            if budget == 0 {
+                return Err(if in_indirect {
+                    Walk::Bad(ChainError::IndirectLoop)
+                } else {
+                    Walk::Fatal(QueueError::ChainLoop(chain.head))
+                });
+            }
+            budget -= 1;
+            let (addr, len, flags, next) = Self::read_desc(mem, table, idx).map_err(Walk::Fatal)?;
+            if flags & VRING_DESC_F_INDIRECT != 0 {
+                if in_indirect {
+                    return Err(Walk::Bad(ChainError::NestedIndirect));
+                }
+                if !self.indirect {
+                    return Err(Walk::Bad(ChainError::IndirectNotNegotiated));
+                }
+                if flags & VRING_DESC_F_NEXT != 0 {
+                    return Err(Walk::Bad(ChainError::IndirectWithNext));
+                }
+                let n = len / 16;
+                if len == 0 || len % 16 != 0 || n > MAX_INDIRECT_DESCS {
+                    return Err(Walk::Bad(ChainError::BadIndirectLen(len)));
+                }
+                mem.check_range(addr, u64::from(len))
+                    .map_err(|_| Walk::Bad(ChainError::AddressOutOfRange(addr, len)))?;
+                table = addr;
+                table_len = n;
+                budget = n;
+                idx = 0;
+                in_indirect = true;
+                continue;
+            }
+            mem.check_range(addr, u64::from(len))
+                .map_err(|_| Walk::Bad(ChainError::AddressOutOfRange(addr, len)))?;
+            let writable = flags & VRING_DESC_F_WRITE != 0;
+            if writable {
+                seen_writable = true;
+                chain.writable = chain.writable.checked_add(len).ok_or(Walk::Bad(ChainError::TooLong))?;
+            } else {
+                if seen_writable {
+                    return Err(Walk::Bad(ChainError::ReadableAfterWritable));
+                }
+                chain.readable = chain.readable.checked_add(len).ok_or(Walk::Bad(ChainError::TooLong))?;
+            }
+            if chain.readable.checked_add(chain.writable).is_none() {
+                return Err(Walk::Bad(ChainError::TooLong));
+            }
+            if len > 0 {
+                chain.segs.push(Segment { addr, len, writable });
+            }
+            if flags & VRING_DESC_F_NEXT == 0 {
+                return Ok(());
+            }
+            if u32::from(next) >= table_len {
+                return Err(if in_indirect {
+                    Walk::Bad(ChainError::IndirectNextOutOfRange(next))
+                } else {
+                    Walk::Fatal(QueueError::NextOutOfRange(idx, next))
+                });
+            }
+            idx = next;
+        }
+    }
+
+    /// Writes one used entry (not yet visible to the driver: see
+    /// [`SplitQueue::publish_used`]).
+    pub fn add_used(&mut self, mem: &GuestMem, head: u16, len: u32) -> Result<(), QueueError> {
+        let slot = u64::from(self.next_used.0 % self.size);
+        let mut e = [0u8; 8];
+        e[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        e[4..].copy_from_slice(&len.to_le_bytes());
+        mem.write(self.used + 4 + 8 * slot, &e)?;
+        self.next_used += Wrapping(1);
+        Ok(())
+    }
+
+    /// Makes all used entries written so far visible: one release store of
+    /// used.idx per burst (entries are ordered before the index).
+    pub fn publish_used(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
+        mem.store_u16(self.used + 2, self.next_used.0, Ordering::Release)?;
+        Ok(())
+    }
+
+    /// Whether the driver wants a call for the entries published since the
+    /// last decision (virtio 1.2 §2.7.7.2). Call once per burst.
+    pub fn needs_notification(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {
+        // The used.idx store must be visible before we read used_event/flags,
+        // or we race with a driver that re-enables calls (full barrier, as
+        // Linux vhost_notify's smp_mb()).
+        fence(Ordering::SeqCst);
+        let new = self.next_used;
+        let old = self.signalled_used;
+        let valid = self.signalled_valid;
+        self.signalled_used = new;
+        self.signalled_valid = true;
+        if self.event_idx {
+            let used_event = Wrapping(mem.read_u16(self.avail + 4 + 2 * u64::from(self.size))?);
+            // vring_need_event(): notify if used_event is in (old, new].
+            Ok(!valid || (new - used_event - Wrapping(1)) < (new - old))
+        } else {
+            let flags = mem.read_u16(self.avail)?;
+            Ok(flags & VRING_AVAIL_F_NO_INTERRUPT == 0)
+        }
+    }
+
+    /// Asks the driver for kicks again. Returns true if chains arrived while
+    /// kicks were off (the caller must process them: no kick will come).
+    pub fn enable_notification(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {
+        if self.event_idx {
+            // avail_event: kick me once the driver passes next_avail.
+            mem.store_u16(self.used + 4 + 8 * u64::from(self.size), self.next_avail.0, Ordering::Relaxed)?;
+        } else {
+            mem.store_u16(self.used, 0, Ordering::Relaxed)?;
+        }
+        // The store above must be visible before we re-read avail.idx.
+        fence(Ordering::SeqCst);
+        Ok(self.pending(mem)? > 0)
+    }
+
+    /// Tells the driver kicks are not needed (we are polling this ring now).
+    /// With EVENT_IDX nothing is written: avail_event stays behind, so the
+    /// driver kicks at most once more.
+    pub fn disable_notification(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
+        if !self.event_idx {
+            mem.store_u16(self.used, VRING_USED_F_NO_NOTIFY, Ordering::Relaxed)?;
+        }
+        Ok(())
+    }
+}
+
+enum Walk {
+    Fatal(QueueError),
+    Bad(ChainError),
+}
