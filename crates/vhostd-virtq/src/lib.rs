@@ -80,6 +80,9 @@ pub enum QueueError {
     /// (the memory table changed under us without a restart).
     #[error("ring memory access failed")]
     Memory(#[source] MemError),
+    /// A write into a chain that was validated at pop time failed.
+    #[error("write into a validated buffer failed")]
+    BufferWrite,
 }
 
 impl QueueError {
@@ -93,7 +96,8 @@ impl QueueError {
             QueueError::InvalidSize(_)
             | QueueError::Misaligned(..)
             | QueueError::RingNotMapped(..)
-            | QueueError::Memory(_) => false,
+            | QueueError::Memory(_)
+            | QueueError::BufferWrite => false,
         }
     }
 }

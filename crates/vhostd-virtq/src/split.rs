@@ -297,18 +297,25 @@ impl SplitQueue {
         }
     }
 
-    /// Asks the driver for kicks again. Returns true if chains arrived while
-    /// kicks were off (the caller must process them: no kick will come).
+    /// Asks the driver for kicks again. Returns true if the driver made new
+    /// chains available since we last looked (the caller must process them:
+    /// no kick will come for them).
+    ///
+    /// With EVENT_IDX, avail_event is set to the last avail index we saw, not
+    /// to `next_avail`: a caller blocked on too few RX buffers (which gave
+    /// them back with [`SplitQueue::undo_pop`]) is then kicked by the next
+    /// buffer the driver adds, and does not spin on the ones it already
+    /// found insufficient (THREATS C3, CVE-2026-74356).
     pub fn enable_notification(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {
+        let seen = self.avail_shadow;
         if self.event_idx {
-            // avail_event: kick me once the driver passes next_avail.
-            mem.store_u16(self.used + 4 + 8 * u64::from(self.size), self.next_avail.0, Ordering::Relaxed)?;
+            mem.store_u16(self.used + 4 + 8 * u64::from(self.size), seen.0, Ordering::Relaxed)?;
         } else {
             mem.store_u16(self.used, 0, Ordering::Relaxed)?;
         }
         // The store above must be visible before we re-read avail.idx.
         fence(Ordering::SeqCst);
-        Ok(self.pending(mem)? > 0)
+        Ok(self.refresh_avail(mem)? != seen)
     }
 
     /// Tells the driver kicks are not needed (we are polling this ring now).

@@ -1,0 +1,234 @@
+//! Control protocol of vhostd, shared by the daemon and `vhostctl`.
+//!
+//! One JSON object per line in each direction over a unix stream socket.
+//! Every request carries `"v": 1`; a daemon answers requests of a version it
+//! does not know with an error. See docs/CONTROL-API.md.
+//!
+//! The per-queue counters are declared once here ([`QueueStats`] for
+//! snapshots, [`QueueCounters`] for the live atomics the data path bumps),
+//! so the daemon, the CLI and docs/METRICS.md cannot drift apart.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this crate.
+pub const API_VERSION: u32 = 1;
+
+macro_rules! queue_counters {
+    ($( $(#[doc = $doc:literal])* $name:ident ),* $(,)?) => {
+        /// A snapshot of one queue's counters (cumulative since the port was made).
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+        pub struct QueueStats {
+            $( $(#[doc = $doc])* #[serde(default)] pub $name: u64, )*
+        }
+
+        /// Live counters of one queue: bumped by the data path once per batch
+        /// with `Relaxed` adds, read by the control server. Never reset.
+        #[derive(Debug, Default)]
+        pub struct QueueCounters {
+            $( $(#[doc = $doc])* pub $name: AtomicU64, )*
+        }
+
+        impl QueueStats {
+            /// Counter names, in declaration order.
+            pub const NAMES: &'static [&'static str] = &[$(stringify!($name)),*];
+
+            /// Adds every counter of `other`.
+            pub fn accumulate(&mut self, other: &QueueStats) {
+                $( self.$name = self.$name.wrapping_add(other.$name); )*
+            }
+
+            /// Values in declaration order (for tables).
+            pub fn values(&self) -> Vec<u64> {
+                vec![$(self.$name),*]
+            }
+        }
+
+        impl QueueCounters {
+            /// Publishes a batch of locally counted events.
+            pub fn add(&self, s: &QueueStats) {
+                $( if s.$name != 0 { self.$name.fetch_add(s.$name, Ordering::Relaxed); } )*
+            }
+
+            /// Reads all counters.
+            pub fn snapshot(&self) -> QueueStats {
+                QueueStats { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            }
+        }
+    };
+}
+
+queue_counters! {
+    /// Frames moved through this queue (RX: delivered to the guest; TX: taken from it).
+    packets,
+    /// Frame bytes moved (virtio-net header excluded).
+    bytes,
+    /// Frames dropped, all reasons (the sum of the `dropped_*` counters).
+    drops,
+    /// Kicks (driver -> device notifications) received.
+    kicks,
+    /// Calls (device -> driver interrupts) sent.
+    calls,
+    /// Calls not sent because the driver suppressed them (EVENT_IDX or NO_INTERRUPT).
+    calls_suppressed,
+    /// Used-ring bursts published (a burst is one used.idx update).
+    bursts,
+    /// Chains with bad buffers (address, indirect, order, length), completed with length 0.
+    bad_chains,
+    /// TX: chain shorter than the virtio-net header, or with device-writable buffers.
+    dropped_malformed,
+    /// TX: frame longer than the largest frame (64 KiB + header).
+    dropped_oversize,
+    /// TX: virtio-net header rejected (GSO type, csum offsets, unacked offload).
+    dropped_bad_header,
+    /// TX: the back-end refused the frame (full, link down, error).
+    dropped_backend,
+    /// RX: frame larger than the buffers the guest posts (non-mergeable) or than the ring.
+    dropped_too_big,
+    /// RX: frame from the back-end shorter than the virtio-net header.
+    dropped_runt,
+    /// Times the ring was found broken (index jump, loop) and stopped.
+    ring_errors,
+}
+
+/// State of a port as the control socket reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortState {
+    /// No front-end connected.
+    Waiting,
+    /// A front-end is connected; no queue is running.
+    Connected,
+    /// At least one queue is running.
+    Running,
+    /// A queue hit a ring error; the port's queues are stopped until the
+    /// front-end resets them (reconnect, or a new `SET_VRING_KICK`).
+    Broken,
+}
+
+/// One queue in a stats reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueReport {
+    /// `rx0`, `tx0`, `rx1`, ...
+    pub name: String,
+    /// Virtqueue index (RX = 2*pair, TX = 2*pair + 1).
+    pub index: u32,
+    /// Whether a worker is processing it now.
+    pub running: bool,
+    /// Ring size (0 before `SET_VRING_NUM`).
+    pub size: u32,
+    /// Counters.
+    #[serde(flatten)]
+    pub stats: QueueStats,
+}
+
+/// One port in a stats reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortReport {
+    /// Port name (`--name`).
+    pub name: String,
+    /// Back-end description (`tap:vm0`, `loopback`).
+    pub backend: String,
+    /// vhost-user socket path.
+    pub socket: String,
+    /// Port state.
+    pub state: PortState,
+    /// Last ring or protocol error, if any.
+    pub last_error: Option<String>,
+    /// Virtio features acked by the driver.
+    pub features: u64,
+    /// Queue pairs configured (`--queues`).
+    pub queue_pairs: u32,
+    /// Front-end connections accepted so far.
+    pub connections: u64,
+    /// Per-queue counters.
+    pub queues: Vec<QueueReport>,
+    /// Sum over queues.
+    pub total: QueueStats,
+}
+
+/// A request to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version ([`API_VERSION`]).
+    pub v: u32,
+    /// What to do.
+    #[serde(flatten)]
+    pub cmd: Command,
+}
+
+/// Commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// Counters of every port (or of one).
+    Stats {
+        /// Only this port.
+        #[serde(default)]
+        port: Option<String>,
+    },
+    /// Daemon version and ports.
+    Version,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Protocol version.
+    pub v: u32,
+    /// Success.
+    pub ok: bool,
+    /// Error text when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Ports, for `stats`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortReport>,
+    /// Daemon version, for `version`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+impl Response {
+    /// An error response.
+    pub fn error(msg: impl Into<String>) -> Self {
+        Response { v: API_VERSION, ok: false, error: Some(msg.into()), ports: Vec::new(), version: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_request_stats_roundtrip_json() {
+        let r = Request { v: 1, cmd: Command::Stats { port: Some("p".into()) } };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(s, r#"{"v":1,"cmd":"stats","port":"p"}"#);
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+        let bare: Request = serde_json::from_str(r#"{"v":1,"cmd":"stats"}"#).unwrap();
+        assert_eq!(bare.cmd, Command::Stats { port: None });
+    }
+
+    #[test]
+    fn test_queue_counters_add_and_snapshot() {
+        let c = QueueCounters::default();
+        c.add(&QueueStats { packets: 3, bytes: 100, ..Default::default() });
+        c.add(&QueueStats { packets: 1, kicks: 2, ..Default::default() });
+        let s = c.snapshot();
+        assert_eq!((s.packets, s.bytes, s.kicks), (4, 100, 2));
+        assert_eq!(QueueStats::NAMES.len(), s.values().len());
+    }
+
+    #[test]
+    fn test_queue_report_json_has_required_keys() {
+        let q = QueueReport { name: "rx0".into(), index: 0, running: true, size: 256, stats: QueueStats::default() };
+        let v = serde_json::to_value(&q).unwrap();
+        for k in ["packets", "bytes", "kicks", "calls", "drops"] {
+            assert!(v.get(k).is_some(), "missing {k}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Back-end layer of vhostd: where guest frames go and come from.
+//!
+//! A [`Backend`] is one queue pair's view of a host back-end. It moves whole
+//! packets, each a virtio-net header (of the length set by
+//! [`Backend::configure`]) followed by an Ethernet frame: the same layout a
+//! TAP with `IFF_VNET_HDR` reads and writes, so the TAP path needs no header
+//! translation, as in Linux vhost-net.
+//!
+//! This crate knows nothing of virtqueues or vhost-user. Unsafe code lives
+//! only in `tap/sys.rs` (ioctls).
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+mod loopback;
+pub mod tap;
+
+use std::os::unix::io::RawFd;
+
+pub use loopback::Loopback;
+pub use tap::Tap;
+
+/// Largest packet a back-end moves: 64 KiB frame (TSO/GSO) plus a 12-byte
+/// header plus an Ethernet header with VLAN tag.
+pub const MAX_PACKET: usize = 65536 + 12 + 18;
+
+/// Errors of the back-end layer.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Opening /dev/net/tun failed.
+    #[error("open /dev/net/tun failed")]
+    OpenTun(#[source] std::io::Error),
+    /// TUNSETIFF failed.
+    #[error("attach to tap {name} failed")]
+    SetIff {
+        /// Interface name.
+        name: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TUNSETVNETHDRSZ failed.
+    #[error("set vnet header size {0} failed")]
+    SetVnetHdrSize(usize, #[source] std::io::Error),
+    /// TUNSETOFFLOAD failed.
+    #[error("set tap offloads {0:#x} failed")]
+    SetOffload(u32, #[source] std::io::Error),
+    /// The interface name is empty, too long or has a NUL.
+    #[error("invalid interface name {0:?}")]
+    BadName(String),
+    /// The back-end cannot take a packet now (queue full, link down).
+    #[error("back-end busy")]
+    Busy,
+    /// An I/O error on the back-end.
+    #[error("back-end i/o failed")]
+    Io(#[source] std::io::Error),
+    /// Unknown back-end specification.
+    #[error("unknown back-end {0:?} (use tap:IFNAME or loopback)")]
+    UnknownSpec(String),
+}
+
+/// Offloads the guest accepts on receive: what the TAP may hand us
+/// (`TUNSETOFFLOAD`), mirroring the guest's GUEST_* feature bits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offloads {
+    /// Partial checksums (VIRTIO_NET_F_GUEST_CSUM).
+    pub csum: bool,
+    /// TCPv4 segmentation (GUEST_TSO4).
+    pub tso4: bool,
+    /// TCPv6 segmentation (GUEST_TSO6).
+    pub tso6: bool,
+    /// TSO with ECN (GUEST_ECN).
+    pub ecn: bool,
+    /// UDP fragmentation offload (GUEST_UFO).
+    pub ufo: bool,
+}
+
+/// One queue pair's back-end.
+pub trait Backend: Send + std::fmt::Debug {
+    /// Sets the virtio-net header length (10 or 12) and the receive offloads.
+    /// Called whenever the features are (re)negotiated.
+    fn configure(&mut self, hdr_len: usize, offloads: Offloads) -> Result<(), BackendError>;
+    /// Hands one packet (header + frame) to the back-end.
+    fn send(&mut self, pkt: &[u8]) -> Result<(), BackendError>;
+    /// Reads one packet into `buf` (at least [`MAX_PACKET`] long). `Ok(None)`
+    /// when none is ready.
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, BackendError>;
+    /// An fd that is readable when [`Backend::recv`] has a packet, if any.
+    fn rx_fd(&self) -> Option<RawFd>;
+    /// Whether [`Backend::recv`] has a packet without looking at an fd
+    /// (back-ends with no fd, like loopback).
+    fn rx_pending(&self) -> bool;
+    /// Whether the back-end can carry checksum and segmentation offloads
+    /// (decides which virtio-net features are offered).
+    fn supports_offloads(&self) -> bool;
+}
+
+/// What `--backend` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendSpec {
+    /// `tap:IFNAME`.
+    Tap(String),
+    /// `loopback`.
+    Loopback,
+}
+
+impl std::str::FromStr for BackendSpec {
+    type Err = BackendError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "loopback" {
+            return Ok(BackendSpec::Loopback);
+        }
+        if let Some(name) = s.strip_prefix("tap:") {
+            tap::check_name(name)?;
+            return Ok(BackendSpec::Tap(name.to_string()));
+        }
+        Err(BackendError::UnknownSpec(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendSpec::Tap(n) => write!(f, "tap:{n}"),
+            BackendSpec::Loopback => f.write_str("loopback"),
+        }
+    }
+}
+
+impl BackendSpec {
+    /// Whether this kind of back-end carries offloads (without opening it).
+    pub fn supports_offloads(&self) -> bool {
+        match self {
+            BackendSpec::Tap(_) => true,
+            BackendSpec::Loopback => false,
+        }
+    }
+
+    /// Opens the back-end for queue pair `index` of `pairs`.
+    pub fn open(&self, index: usize, pairs: usize) -> Result<Box<dyn Backend>, BackendError> {
+        match self {
+            BackendSpec::Tap(name) => Ok(Box::new(Tap::open(name, pairs > 1 || index > 0)?)),
+            BackendSpec::Loopback => Ok(Box::new(Loopback::new())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_backend_spec_parse() {
+        assert_eq!("loopback".parse::<BackendSpec>().unwrap(), BackendSpec::Loopback);
+        assert_eq!("tap:vm0".parse::<BackendSpec>().unwrap(), BackendSpec::Tap("vm0".into()));
+        assert!("tap:".parse::<BackendSpec>().is_err());
+        assert!("tap:0123456789abcdef".parse::<BackendSpec>().is_err());
+        assert!("sink".parse::<BackendSpec>().is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! The virtio-net header (virtio 1.2 §5.1.6) and the rules a TX header must
+//! meet before it leaves the guest (THREATS C4, C6, C7).
+//!
+//! ```text
+//!  0 flags u8 | 1 gso_type u8 | 2 hdr_len le16 | 4 gso_size le16
+//!  6 csum_start le16 | 8 csum_offset le16 | 10 num_buffers le16 (12-byte form)
+//! ```
+//! Rules are checked on a private copy of the packet, never on guest memory
+//! (THREATS C5). They are kept close to what Linux tun accepts: validation
+//! stricter than the kernel's is an outage too (THREATS C7, CVE-2024-43817).
+
+use virtio_bindings::bindings::virtio_net as vn;
+
+use crate::NetConfig;
+
+#[allow(clippy::cast_possible_truncation)]
+const NEEDS_CSUM: u8 = vn::VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+#[allow(clippy::cast_possible_truncation)]
+const GSO_ECN: u8 = vn::VIRTIO_NET_HDR_GSO_ECN as u8;
+#[allow(clippy::cast_possible_truncation)]
+const GSO_NONE: u8 = vn::VIRTIO_NET_HDR_GSO_NONE as u8;
+#[allow(clippy::cast_possible_truncation)]
+const GSO_TCPV4: u8 = vn::VIRTIO_NET_HDR_GSO_TCPV4 as u8;
+#[allow(clippy::cast_possible_truncation)]
+const GSO_TCPV6: u8 = vn::VIRTIO_NET_HDR_GSO_TCPV6 as u8;
+#[allow(clippy::cast_possible_truncation)]
+const GSO_UDP: u8 = vn::VIRTIO_NET_HDR_GSO_UDP as u8;
+
+/// Offset of `num_buffers` in the 12-byte header.
+pub const NUM_BUFFERS_OFFSET: usize = 10;
+
+/// Why a TX header is refused. Policy: the frame is dropped and counted in
+/// `dropped_bad_header`; the chain is completed; the queue keeps running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HdrError {
+    /// NEEDS_CSUM without VIRTIO_NET_F_CSUM acked.
+    #[error("partial checksum without the csum feature")]
+    CsumNotNegotiated,
+    /// csum_start + csum_offset + 2 past the frame (CVE-2024-11614).
+    #[error("checksum offsets {0}+{1} past frame of {2}")]
+    CsumOutOfFrame(u16, u16, usize),
+    /// gso_type not one the spec defines.
+    #[error("unknown gso type {0:#x}")]
+    UnknownGso(u8),
+    /// A GSO type whose HOST_* feature was not acked.
+    #[error("gso type {0:#x} not negotiated")]
+    GsoNotNegotiated(u8),
+    /// GSO with gso_size 0.
+    #[error("gso with size 0")]
+    GsoSizeZero,
+    /// hdr_len past the frame (Linux tun rejects this too).
+    #[error("hdr_len {0} past frame of {1}")]
+    HdrLenOutOfFrame(u16, usize),
+}
+
+fn le16(b: &[u8], at: usize) -> u16 {
+    match b.get(at..at + 2) {
+        Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
+        _ => 0,
+    }
+}
+
+/// Checks the header at the start of `pkt` (header + frame) against the acked
+/// features. `pkt` is host memory, already copied out of the guest.
+pub fn validate_tx(pkt: &[u8], cfg: &NetConfig) -> Result<(), HdrError> {
+    let frame_len = pkt.len().saturating_sub(cfg.hdr_len);
+    let flags = pkt.first().copied().unwrap_or(0);
+    let gso_type = pkt.get(1).copied().unwrap_or(0);
+    let hdr_len = le16(pkt, 2);
+    let gso_size = le16(pkt, 4);
+    let csum_start = le16(pkt, 6);
+    let csum_offset = le16(pkt, 8);
+    if flags & NEEDS_CSUM != 0 {
+        if !cfg.host_csum {
+            return Err(HdrError::CsumNotNegotiated);
+        }
+        let end = usize::from(csum_start) + usize::from(csum_offset) + 2;
+        if end > frame_len {
+            return Err(HdrError::CsumOutOfFrame(csum_start, csum_offset, frame_len));
+        }
+    }
+    let base = gso_type & !GSO_ECN;
+    let allowed = match base {
+        GSO_NONE => gso_type & GSO_ECN == 0,
+        GSO_TCPV4 => cfg.host_tso4,
+        GSO_TCPV6 => cfg.host_tso6,
+        GSO_UDP => cfg.host_ufo,
+        _ => return Err(HdrError::UnknownGso(gso_type)),
+    };
+    if !allowed || (gso_type & GSO_ECN != 0 && !cfg.host_ecn) {
+        return Err(HdrError::GsoNotNegotiated(gso_type));
+    }
+    if base != GSO_NONE {
+        if gso_size == 0 {
+            return Err(HdrError::GsoSizeZero);
+        }
+        if usize::from(hdr_len) > frame_len {
+            return Err(HdrError::HdrLenOutOfFrame(hdr_len, frame_len));
+        }
+    }
+    Ok(())
+}

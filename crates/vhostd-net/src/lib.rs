@@ -1,0 +1,23 @@
+//! virtio-net device layer of vhostd.
+//!
+//! Owns what makes a virtqueue pair a network device: the feature set
+//! ([`features`]), the virtio-net header rules ([`hdr`]), and moving packets
+//! between a queue pair and a [`vhostd_backend::Backend`] ([`QueuePair`]).
+//! It knows nothing of vhost-user, sockets or threads: the daemon feeds it
+//! rings and memory and turns its outcomes into eventfd writes.
+//!
+//! Hot-path rules: no allocation, no lock and no syscall per packet here
+//! (the back-end's own I/O aside); counters are added locally and published
+//! once per burst by the caller.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod features;
+pub mod hdr;
+mod queue_pair;
+
+pub use features::NetConfig;
+pub use queue_pair::{Outcome, QueuePair, Status, BURST};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,377 @@
+//! One RX/TX virtqueue pair bound to one back-end queue: the data path.
+//!
+//! ```text
+//!  guest TX ring --pop--> copy chain into tx_buf --validate hdr--> backend.send
+//!        ^ used(len 0), one publish + one notify decision per burst
+//!  backend.recv --> rx_buf --write into 1..n RX chains (MRG_RXBUF)--> used(len)
+//! ```
+//! One copy between guest and host memory in each direction. Buffers are
+//! allocated when the pair is made, never per packet.
+
+use vhostd_api::QueueStats;
+use vhostd_backend::{Backend, BackendError, MAX_PACKET};
+use vhostd_mem::GuestMem;
+use vhostd_virtq::{Chain, QueueError, SplitQueue};
+
+use crate::hdr::{self, NUM_BUFFERS_OFFSET};
+use crate::NetConfig;
+
+/// Most packets moved per direction per call: bounds the work one wake-up
+/// does, so RX and TX and other queues get their turn (THREATS C18: Linux
+/// vhost-net's weight is 256 packets).
+pub const BURST: usize = 256;
+
+/// What a processing call left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Nothing left to do; notifications are enabled.
+    Idle,
+    /// The burst budget ran out with work left: call again soon.
+    More,
+    /// RX only: a packet waits for guest buffers; RX kicks are enabled.
+    Blocked,
+}
+
+/// Result of one processing call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Work state.
+    pub status: Status,
+    /// The driver wants a call (used entries were published and not
+    /// suppressed by EVENT_IDX / NO_INTERRUPT).
+    pub call: bool,
+    /// Used entries were published (a call decision was made).
+    pub published: bool,
+}
+
+impl Outcome {
+    const IDLE: Outcome = Outcome { status: Status::Idle, call: false, published: false };
+}
+
+enum Place {
+    /// Delivered.
+    Placed,
+    /// Packet dropped (counted).
+    Dropped,
+    /// Not enough buffers; nothing consumed but bad chains.
+    NoBuffers,
+}
+
+/// A queue pair: rings (when running), back-end, and reusable buffers.
+#[derive(Debug)]
+pub struct QueuePair {
+    cfg: NetConfig,
+    rx: Option<SplitQueue>,
+    tx: Option<SplitQueue>,
+    backend: Box<dyn Backend>,
+    tx_chain: Chain,
+    rx_chain: Chain,
+    rx_first: Chain,
+    tx_buf: Vec<u8>,
+    rx_buf: Vec<u8>,
+    /// Length of the packet waiting in `rx_buf` (0: none).
+    rx_pending: usize,
+    rx_heads: Vec<(u16, u32)>,
+}
+
+impl QueuePair {
+    /// A stopped pair on `backend`.
+    pub fn new(backend: Box<dyn Backend>) -> Self {
+        QueuePair {
+            cfg: NetConfig::from_features(0),
+            rx: None,
+            tx: None,
+            backend,
+            tx_chain: Chain::with_capacity(64),
+            rx_chain: Chain::with_capacity(64),
+            rx_first: Chain::with_capacity(64),
+            tx_buf: vec![0u8; MAX_PACKET],
+            rx_buf: vec![0u8; MAX_PACKET],
+            rx_pending: 0,
+            rx_heads: Vec::with_capacity(256),
+        }
+    }
+
+    /// The back-end.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// Applies newly acked features (header length, offloads) to the pair
+    /// and its back-end.
+    pub fn configure(&mut self, cfg: NetConfig) -> Result<(), BackendError> {
+        if cfg.hdr_len != self.cfg.hdr_len {
+            // a packet read with the old header length cannot be delivered
+            self.rx_pending = 0;
+        }
+        self.cfg = cfg;
+        self.backend.configure(cfg.hdr_len, cfg.guest)
+    }
+
+    /// The active configuration.
+    pub fn config(&self) -> &NetConfig {
+        &self.cfg
+    }
+
+    /// Starts (or replaces) the RX ring.
+    pub fn set_rx(&mut self, q: Option<SplitQueue>) -> Option<SplitQueue> {
+        std::mem::replace(&mut self.rx, q)
+    }
+
+    /// Starts (or replaces) the TX ring.
+    pub fn set_tx(&mut self, q: Option<SplitQueue>) -> Option<SplitQueue> {
+        std::mem::replace(&mut self.tx, q)
+    }
+
+    /// The RX ring, if running.
+    pub fn rx(&self) -> Option<&SplitQueue> {
+        self.rx.as_ref()
+    }
+
+    /// The TX ring, if running.
+    pub fn tx(&self) -> Option<&SplitQueue> {
+        self.tx.as_ref()
+    }
+
+    /// Whether a received packet waits for RX buffers.
+    pub fn rx_blocked(&self) -> bool {
+        self.rx_pending != 0
+    }
+
+    /// Moves up to [`BURST`] packets guest -> back-end. Kicks stay disabled
+    /// while there is work and are re-enabled (with a race re-check) when
+    /// the ring is drained.
+    pub fn process_tx(&mut self, mem: &GuestMem, stats: &mut QueueStats) -> Result<Outcome, QueueError> {
+        let Some(q) = self.tx.as_mut() else {
+            return Ok(Outcome::IDLE);
+        };
+        q.disable_notification(mem)?;
+        let mut done = 0usize;
+        let status = loop {
+            while done < BURST {
+                if !q.pop(mem, &mut self.tx_chain)? {
+                    break;
+                }
+                Self::tx_one(&self.tx_chain, mem, &mut self.tx_buf, self.backend.as_mut(), &self.cfg, stats);
+                q.add_used(mem, self.tx_chain.head(), 0)?;
+                done += 1;
+            }
+            if done >= BURST {
+                break Status::More;
+            }
+            if q.enable_notification(mem)? {
+                q.disable_notification(mem)?;
+                continue;
+            }
+            break Status::Idle;
+        };
+        let mut out = Outcome { status, call: false, published: false };
+        if done > 0 {
+            q.publish_used(mem)?;
+            out.call = q.needs_notification(mem)?;
+            out.published = true;
+            stats.bursts += 1;
+        }
+        Ok(out)
+    }
+
+    fn tx_one(
+        chain: &Chain,
+        mem: &GuestMem,
+        buf: &mut [u8],
+        backend: &mut dyn Backend,
+        cfg: &NetConfig,
+        stats: &mut QueueStats,
+    ) {
+        let drop = |stats: &mut QueueStats| stats.drops += 1;
+        if chain.error().is_some() {
+            stats.bad_chains += 1;
+            drop(stats);
+            return;
+        }
+        if chain.writable_len() > 0 || (chain.readable_len() as usize) < cfg.hdr_len {
+            stats.dropped_malformed += 1;
+            drop(stats);
+            return;
+        }
+        // read_into fails only if the packet is larger than buf (or memory
+        // vanished under a validated range): oversize either way.
+        let Some(n) = chain.read_into(mem, buf) else {
+            stats.dropped_oversize += 1;
+            drop(stats);
+            return;
+        };
+        let Some(pkt) = buf.get(..n) else {
+            stats.dropped_oversize += 1;
+            drop(stats);
+            return;
+        };
+        // The header is judged on our copy: the guest cannot change it
+        // between this check and the send (THREATS C5).
+        if hdr::validate_tx(pkt, cfg).is_err() {
+            stats.dropped_bad_header += 1;
+            drop(stats);
+            return;
+        }
+        match backend.send(pkt) {
+            Ok(()) => {
+                stats.packets += 1;
+                stats.bytes += (n - cfg.hdr_len) as u64;
+            }
+            Err(_) => {
+                stats.dropped_backend += 1;
+                drop(stats);
+            }
+        }
+    }
+
+    /// Moves up to [`BURST`] packets back-end -> guest.
+    pub fn process_rx(&mut self, mem: &GuestMem, stats: &mut QueueStats) -> Result<Outcome, QueueError> {
+        let Some(q) = self.rx.as_mut() else {
+            return Ok(Outcome::IDLE);
+        };
+        let hl = self.cfg.hdr_len;
+        let mut delivered = 0usize;
+        let mut used = 0usize;
+        let mut retries = 0usize;
+        let status = loop {
+            if delivered >= BURST {
+                break Status::More;
+            }
+            if self.rx_pending == 0 {
+                match self.backend.recv(&mut self.rx_buf) {
+                    Ok(None) => break Status::Idle,
+                    Ok(Some(n)) if n < hl || n > self.rx_buf.len() => {
+                        stats.dropped_runt += 1;
+                        stats.drops += 1;
+                        continue;
+                    }
+                    Ok(Some(n)) => self.rx_pending = n,
+                    Err(_) => {
+                        stats.dropped_backend += 1;
+                        stats.drops += 1;
+                        break Status::Idle;
+                    }
+                }
+            }
+            let len = self.rx_pending;
+            let placed = Self::place(
+                q,
+                mem,
+                &self.cfg,
+                self.rx_buf.get_mut(..len).ok_or(QueueError::BufferWrite)?,
+                [&mut self.rx_first, &mut self.rx_chain],
+                &mut self.rx_heads,
+                &mut used,
+                stats,
+            )?;
+            match placed {
+                Place::Placed => {
+                    delivered += 1;
+                    self.rx_pending = 0;
+                }
+                Place::Dropped => self.rx_pending = 0,
+                Place::NoBuffers => {
+                    // Ask for a kick when the guest adds buffers; if it added
+                    // some meanwhile, try again (bounded).
+                    if q.enable_notification(mem)? && retries < BURST {
+                        retries += 1;
+                        continue;
+                    }
+                    break Status::Blocked;
+                }
+            }
+        };
+        let mut out = Outcome { status, call: false, published: false };
+        if used > 0 {
+            q.publish_used(mem)?;
+            out.call = q.needs_notification(mem)?;
+            out.published = true;
+            stats.bursts += 1;
+        }
+        Ok(out)
+    }
+
+    /// Writes one packet into as many RX chains as it needs (one unless
+    /// MRG_RXBUF). On too few buffers, gives the chains back (`undo_pop`).
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        q: &mut SplitQueue,
+        mem: &GuestMem,
+        cfg: &NetConfig,
+        pkt: &mut [u8],
+        chains: [&mut Chain; 2],
+        heads: &mut Vec<(u16, u32)>,
+        used: &mut usize,
+        stats: &mut QueueStats,
+    ) -> Result<Place, QueueError> {
+        let [first, chain] = chains;
+        let len = pkt.len();
+        let hl = cfg.hdr_len;
+        if hl == 12 && !cfg.mrg_rxbuf {
+            // VERSION_1 without MRG_RXBUF: num_buffers must be 1 (virtio 1.2 §5.1.6.3.1).
+            if let Some(nb) = pkt.get_mut(NUM_BUFFERS_OFFSET..NUM_BUFFERS_OFFSET + 2) {
+                nb.copy_from_slice(&1u16.to_le_bytes());
+            }
+        }
+        heads.clear();
+        let mut off = 0usize;
+        while off < len {
+            if heads.len() >= usize::from(q.size()) {
+                // needs more buffers than the ring holds: can never fit
+                q.undo_pop(u16::try_from(heads.len()).unwrap_or(u16::MAX));
+                stats.dropped_too_big += 1;
+                stats.drops += 1;
+                return Ok(Place::Dropped);
+            }
+            let c: &mut Chain = if heads.is_empty() { first } else { chain };
+            if !q.pop(mem, c)? {
+                q.undo_pop(u16::try_from(heads.len()).unwrap_or(u16::MAX));
+                return Ok(Place::NoBuffers);
+            }
+            let wlen = c.writable_len() as usize;
+            let bad = c.error().is_some()
+                || c.readable_len() > 0
+                || wlen == 0
+                || (heads.is_empty() && wlen < hl);
+            if !bad && !cfg.mrg_rxbuf && wlen < len {
+                q.undo_pop(1);
+                stats.dropped_too_big += 1;
+                stats.drops += 1;
+                return Ok(Place::Dropped);
+            }
+            let n = wlen.min(len - off);
+            let written = !bad && pkt.get(off..off + n).is_some_and(|part| c.write_at(mem, 0, part));
+            if !written {
+                // A bad RX chain is completed with length 0. Chains taken
+                // before it in this packet cannot be given back past a
+                // completed entry, so they are completed empty too.
+                for (h, _) in heads.drain(..) {
+                    q.add_used(mem, h, 0)?;
+                    *used += 1;
+                }
+                q.add_used(mem, c.head(), 0)?;
+                *used += 1;
+                stats.bad_chains += 1;
+                off = 0;
+                continue;
+            }
+            heads.push((c.head(), u32::try_from(n).unwrap_or(u32::MAX)));
+            off += n;
+        }
+        if cfg.mrg_rxbuf && hl == 12 {
+            let nbuf = u16::try_from(heads.len()).unwrap_or(u16::MAX);
+            // first.writable >= hl was checked, so this lands in the first chain
+            if !first.write_at(mem, NUM_BUFFERS_OFFSET, &nbuf.to_le_bytes()) {
+                return Err(QueueError::BufferWrite);
+            }
+        }
+        for &(h, n) in heads.iter() {
+            q.add_used(mem, h, n)?;
+            *used += 1;
+        }
+        stats.packets += 1;
+        stats.bytes += (len - hl) as u64;
+        Ok(Place::Placed)
+    }
+}

@@ -1,0 +1,322 @@
+use std::collections::VecDeque;
+use std::os::unix::io::RawFd;
+
+use vhostd_api::QueueStats;
+use vhostd_backend::{Backend, BackendError, Loopback, Offloads};
+use vhostd_testkit::{DriverLayout, FakeDriver, RawDesc, TestMemory};
+use vhostd_virtq::{QueueConfig, SplitQueue};
+
+use crate::features::{offered, BASE_FEATURES};
+use crate::hdr::{validate_tx, HdrError};
+use crate::{NetConfig, QueuePair, Status, BURST};
+
+const BASE: u64 = 0x10_0000;
+const MRG: u64 = 1 << 15;
+const V1: u64 = 1 << 32;
+const EVENT_IDX: u64 = 1 << 29;
+
+/// A back-end that records what it is sent and replays queued packets.
+#[derive(Debug, Default)]
+struct FakeBackend {
+    sent: Vec<Vec<u8>>,
+    inbound: VecDeque<Vec<u8>>,
+}
+
+impl Backend for FakeBackend {
+    fn configure(&mut self, _: usize, _: Offloads) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn send(&mut self, pkt: &[u8]) -> Result<(), BackendError> {
+        self.sent.push(pkt.to_vec());
+        Ok(())
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, BackendError> {
+        Ok(self.inbound.pop_front().map(|p| {
+            buf[..p.len()].copy_from_slice(&p);
+            p.len()
+        }))
+    }
+    fn rx_fd(&self) -> Option<RawFd> {
+        None
+    }
+    fn rx_pending(&self) -> bool {
+        !self.inbound.is_empty()
+    }
+    fn supports_offloads(&self) -> bool {
+        true
+    }
+}
+
+struct Rig {
+    m: TestMemory,
+    rx: FakeDriver,
+    tx: FakeDriver,
+    qp: QueuePair,
+    cfg: NetConfig,
+}
+
+fn rig(features: u64, backend: Box<dyn Backend>, size: u16, buf: u32) -> Rig {
+    let m = TestMemory::new(8 << 20);
+    let (lrx, end) = DriverLayout::at(BASE, size, buf);
+    let (ltx, _) = DriverLayout::at(end, size, buf);
+    let rx = FakeDriver::new(m.mem.clone(), lrx);
+    let tx = FakeDriver::new(m.mem.clone(), ltx);
+    let cfg = NetConfig::from_features(features);
+    let mut qp = QueuePair::new(backend);
+    qp.configure(cfg).unwrap();
+    let qc = |l: DriverLayout| QueueConfig {
+        size,
+        desc: l.desc,
+        avail: l.avail,
+        used: l.used,
+        base: 0,
+        event_idx: cfg.event_idx,
+        indirect: cfg.indirect,
+    };
+    qp.set_rx(Some(SplitQueue::new(qc(lrx), &m.mem).unwrap()));
+    qp.set_tx(Some(SplitQueue::new(qc(ltx), &m.mem).unwrap()));
+    Rig { m, rx, tx, qp, cfg }
+}
+
+fn frame(len: usize, seed: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 12];
+    f.extend((0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)));
+    f
+}
+
+fn rx_frames(r: &mut Rig) -> Vec<Vec<u8>> {
+    let used = r.rx.used();
+    let mut out = Vec::new();
+    let mut it = used.into_iter();
+    while let Some((id, len)) = it.next() {
+        let mut d = r.rx.take_rx(id, len);
+        let n = if r.cfg.mrg_rxbuf { u16::from_le_bytes([d[10], d[11]]) } else { 1 };
+        for _ in 1..n {
+            let (id2, len2) = it.next().expect("num_buffers promised more");
+            d.extend(r.rx.take_rx(id2, len2));
+        }
+        out.push(d);
+    }
+    out
+}
+
+#[test]
+fn test_qp_loopback_mergeable_roundtrip_large_frame() {
+    let mut r = rig(V1 | MRG, Box::new(Loopback::new()), 64, 2048);
+    r.rx.post_rx(16, 2048);
+    let f = frame(5000, 1);
+    r.tx.send_tx(&f).unwrap();
+    let mut st = QueueStats::default();
+    let o = r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+    assert_eq!(o.status, Status::Idle);
+    assert!(o.call);
+    assert_eq!((st.packets, st.bytes), (1, 5000));
+    assert_eq!(r.tx.used().len(), 1);
+    let mut srx = QueueStats::default();
+    let o = r.qp.process_rx(&r.m.mem, &mut srx).unwrap();
+    assert_eq!(o.status, Status::Idle);
+    assert_eq!(srx.packets, 1);
+    let got = rx_frames(&mut r);
+    assert_eq!(got.len(), 1);
+    let g = &got[0];
+    assert_eq!(g.len(), f.len());
+    assert_eq!(u16::from_le_bytes([g[10], g[11]]), 3, "5012 bytes need 3 buffers of 2048");
+    // MACs swapped by loopback, payload intact
+    assert_eq!(&g[12..18], &f[18..24]);
+    assert_eq!(&g[24..], &f[24..]);
+}
+
+#[test]
+fn test_qp_non_mergeable_too_small_buffer_drops_and_keeps_buffer() {
+    let mut r = rig(V1, Box::new(Loopback::new()), 64, 2048);
+    r.rx.post_rx(1, 1000);
+    r.tx.send_tx(&frame(1500, 2)).unwrap();
+    let mut st = QueueStats::default();
+    r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+    let mut srx = QueueStats::default();
+    r.qp.process_rx(&r.m.mem, &mut srx).unwrap();
+    assert_eq!((srx.dropped_too_big, srx.drops, srx.packets), (1, 1, 0));
+    assert!(r.rx.used().is_empty(), "buffer not consumed");
+    // the buffer still serves a frame that fits
+    r.tx.send_tx(&frame(500, 3)).unwrap();
+    r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+    r.qp.process_rx(&r.m.mem, &mut srx).unwrap();
+    assert_eq!(srx.packets, 1);
+    let got = rx_frames(&mut r);
+    assert_eq!(got[0].len(), 512);
+    assert_eq!(u16::from_le_bytes([got[0][10], got[0][11]]), 1);
+}
+
+#[test]
+fn test_qp_rx_blocks_without_buffers_then_resumes() {
+    let mut r = rig(V1 | MRG | EVENT_IDX, Box::new(Loopback::new()), 64, 2048);
+    r.tx.send_tx(&frame(100, 4)).unwrap();
+    let mut st = QueueStats::default();
+    r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+    let o = r.qp.process_rx(&r.m.mem, &mut st).unwrap();
+    assert_eq!(o.status, Status::Blocked);
+    assert!(r.qp.rx_blocked());
+    r.rx.post_rx(1, 2048);
+    // avail_event asks for a kick on the next buffer
+    assert_eq!(r.rx.avail_event(), 0);
+    let o = r.qp.process_rx(&r.m.mem, &mut st).unwrap();
+    assert_eq!(o.status, Status::Idle);
+    assert_eq!(rx_frames(&mut r).len(), 1);
+}
+
+#[test]
+fn test_qp_rx_partial_buffers_given_back_and_kick_requested_after_them() {
+    // 5000-byte frame, only 2 x 2048 posted: nothing consumed, avail_event
+    // points past the insufficient buffers (no spin, THREATS C3)
+    let mut r = rig(V1 | MRG | EVENT_IDX, Box::new(Loopback::new()), 64, 2048);
+    r.rx.post_rx(2, 2048);
+    r.tx.send_tx(&frame(5000, 5)).unwrap();
+    let mut st = QueueStats::default();
+    r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+    let o = r.qp.process_rx(&r.m.mem, &mut st).unwrap();
+    assert_eq!(o.status, Status::Blocked);
+    assert!(r.rx.used().is_empty());
+    assert_eq!(r.rx.avail_event(), 2);
+    r.rx.post_rx(1, 2048);
+    let o = r.qp.process_rx(&r.m.mem, &mut st).unwrap();
+    assert_eq!(o.status, Status::Idle);
+    let got = rx_frames(&mut r);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].len(), 5012);
+}
+
+#[test]
+fn test_qp_tx_short_chain_dropped_malformed_and_completed() {
+    let mut r = rig(V1, Box::new(FakeBackend::default()), 16, 2048);
+    r.tx.send_tx(&[0u8; 6]).unwrap();
+    let mut st = QueueStats::default();
+    r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+    assert_eq!((st.dropped_malformed, st.drops), (1, 1));
+    assert_eq!(r.tx.used().len(), 1, "dropped chain still completed");
+}
+
+#[test]
+fn test_qp_tx_writable_descriptor_dropped_malformed() {
+    let mut r = rig(V1, Box::new(FakeBackend::default()), 16, 2048);
+    let a = r.tx.buf_addr(0);
+    r.tx.push_raw(&[(0, RawDesc { addr: a, len: 100, flags: 2, next: 0 })], 0);
+    let mut st = QueueStats::default();
+    r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+    assert_eq!(st.dropped_malformed, 1);
+    assert_eq!(r.tx.used(), vec![(0, 0)]);
+}
+
+#[test]
+fn test_qp_tx_bad_chain_completed_with_len0_and_counted() {
+    let mut r = rig(V1, Box::new(FakeBackend::default()), 16, 2048);
+    r.tx.push_raw(&[(5, RawDesc { addr: 0xdead_0000_0000, len: 100, flags: 0, next: 0 })], 5);
+    let mut st = QueueStats::default();
+    r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+    assert_eq!((st.bad_chains, st.drops), (1, 1));
+    assert_eq!(r.tx.used(), vec![(5, 0)]);
+}
+
+#[test]
+fn test_qp_tx_csum_without_feature_dropped_bad_header() {
+    let mut r = rig(V1, Box::new(FakeBackend::default()), 16, 2048);
+    let mut f = frame(100, 6);
+    f[0] = 1; // NEEDS_CSUM
+    r.tx.send_tx(&f).unwrap();
+    let mut st = QueueStats::default();
+    r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+    assert_eq!((st.dropped_bad_header, st.packets), (1, 0));
+}
+
+#[test]
+fn test_qp_rx_readable_chain_is_bad_and_completed_empty() {
+    let mut be = FakeBackend::default();
+    be.inbound.push_back(frame(60, 7));
+    let mut r = rig(V1 | MRG, Box::new(be), 16, 2048);
+    let a = r.rx.buf_addr(15);
+    r.rx.push_raw(&[(15, RawDesc { addr: a, len: 2048, flags: 0, next: 0 })], 15);
+    r.rx.post_rx(1, 2048);
+    let mut st = QueueStats::default();
+    r.qp.process_rx(&r.m.mem, &mut st).unwrap();
+    assert_eq!((st.bad_chains, st.packets), (1, 1));
+    let used = r.rx.used();
+    assert_eq!(used[0], (15, 0));
+    assert_eq!(used[1].1, 72);
+}
+
+#[test]
+fn test_qp_rx_runt_from_backend_dropped() {
+    let mut be = FakeBackend::default();
+    be.inbound.push_back(vec![0u8; 5]);
+    let mut r = rig(V1 | MRG, Box::new(be), 16, 2048);
+    r.rx.post_rx(2, 2048);
+    let mut st = QueueStats::default();
+    r.qp.process_rx(&r.m.mem, &mut st).unwrap();
+    assert_eq!((st.dropped_runt, st.packets), (1, 0));
+}
+
+#[test]
+fn test_qp_tx_burst_budget_returns_more() {
+    let mut r = rig(V1, Box::new(FakeBackend::default()), 512, 256);
+    for i in 0..300 {
+        r.tx.send_tx(&frame(60, i as u8)).unwrap();
+    }
+    let mut st = QueueStats::default();
+    let o = r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+    assert_eq!(o.status, Status::More);
+    assert_eq!(st.packets, BURST as u64);
+    let o = r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+    assert_eq!(o.status, Status::Idle);
+    assert_eq!(st.packets, 300);
+    assert_eq!(st.bursts, 2);
+}
+
+#[test]
+fn test_qp_tx_event_idx_suppresses_calls() {
+    let mut r = rig(V1 | EVENT_IDX, Box::new(FakeBackend::default()), 16, 2048);
+    r.tx.set_used_event(100);
+    let mut st = QueueStats::default();
+    r.tx.send_tx(&frame(60, 1)).unwrap();
+    assert!(r.qp.process_tx(&r.m.mem, &mut st).unwrap().call, "first decision notifies");
+    for (id, _) in r.tx.used() {
+        r.tx.complete_tx(id);
+    }
+    r.tx.send_tx(&frame(60, 2)).unwrap();
+    assert!(!r.qp.process_tx(&r.m.mem, &mut st).unwrap().call);
+}
+
+#[test]
+fn test_hdr_rules() {
+    let all = NetConfig::from_features(offered(true) | V1);
+    let none = NetConfig::from_features(BASE_FEATURES);
+    let mut p = frame(100, 0);
+    assert_eq!(validate_tx(&p, &none), Ok(()));
+    p[0] = 1;
+    p[6] = 90;
+    p[8] = 10;
+    assert_eq!(validate_tx(&p, &none), Err(HdrError::CsumNotNegotiated));
+    assert_eq!(validate_tx(&p, &all), Err(HdrError::CsumOutOfFrame(90, 10, 100)));
+    p[8] = 8;
+    assert_eq!(validate_tx(&p, &all), Ok(()));
+    p[1] = 1; // TCPv4
+    assert_eq!(validate_tx(&p, &all), Err(HdrError::GsoSizeZero));
+    p[4] = 0xb4;
+    p[5] = 5;
+    assert_eq!(validate_tx(&p, &all), Ok(()));
+    assert_eq!(validate_tx(&p, &NetConfig { host_tso4: false, ..all }), Err(HdrError::GsoNotNegotiated(1)));
+    p[1] = 2;
+    assert_eq!(validate_tx(&p, &all), Err(HdrError::UnknownGso(2)));
+    p[1] = 0x81;
+    assert_eq!(validate_tx(&p, &NetConfig { host_ecn: false, ..all }), Err(HdrError::GsoNotNegotiated(0x81)));
+    p[1] = 1;
+    p[2] = 200;
+    assert_eq!(validate_tx(&p, &all), Err(HdrError::HdrLenOutOfFrame(200, 100)));
+}
+
+#[test]
+fn test_features_hdr_len_follows_acked_set() {
+    assert_eq!(NetConfig::from_features(0).hdr_len, 10);
+    assert_eq!(NetConfig::from_features(MRG).hdr_len, 12);
+    assert_eq!(NetConfig::from_features(V1).hdr_len, 12);
+    assert_eq!(offered(false) & (1 << 0), 0, "no csum offered without offload back-end");
+    assert_ne!(offered(true) & (1 << 0), 0);
+}
