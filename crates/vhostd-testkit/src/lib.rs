@@ -16,4 +16,4 @@ mod driver;
 mod frontend;
 
 pub use driver::{DriverLayout, FakeDriver, RawDesc};
-pub use frontend::{FakeFrontend, FakeGuest, GuestOptions, TestMemory};
+pub use frontend::*;

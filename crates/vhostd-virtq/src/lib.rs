@@ -22,7 +22,7 @@ mod chain;
 mod split;
 
 pub use chain::{Chain, ChainError, Segment};
-pub use split::{QueueConfig, SplitQueue};
+pub use split::{ring_sizes, QueueConfig, SplitQueue};
 
 use vhostd_mem::MemError;
 

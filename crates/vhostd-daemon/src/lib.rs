@@ -1,0 +1,181 @@
+//! vhostd daemon: the vhost-user side of vhostd.
+//!
+//! Layering (docs/ARCHITECTURE.md): this crate owns threads, sockets and
+//! the vhost-user protocol state ([`proto`]); the virtio-net data path is in
+//! `vhostd-net`, rings in `vhostd-virtq`, memory in `vhostd-mem`, host
+//! back-ends in `vhostd-backend`. Unsafe code: only [`sys`].
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod control;
+pub mod port;
+pub mod proto;
+pub mod ratelimit;
+pub mod server;
+pub mod sys;
+pub mod worker;
+
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Parser;
+use vhostd_backend::{BackendError, BackendSpec};
+
+use crate::port::Port;
+use crate::worker::WorkerHandle;
+
+/// Most queue pairs a port may have.
+pub const MAX_QUEUE_PAIRS: usize = 32;
+
+/// Command line (see README "Command line"; other tools rely on these
+/// names: extend, never rename).
+#[derive(Debug, Parser, Clone)]
+#[command(name = "vhostd", version, about = "vhost-user virtio-net back-end daemon")]
+pub struct Args {
+    /// vhost-user socket path (listened on, or connected to with --client).
+    #[arg(long, required_unless_present_any = ["fd", "print_capabilities"])]
+    pub socket_path: Option<PathBuf>,
+    /// Host back-end: tap:IFNAME or loopback.
+    #[arg(long, default_value = "loopback")]
+    pub backend: String,
+    /// Port name in stats and vhostctl.
+    #[arg(long, default_value = "port0")]
+    pub name: String,
+    /// Queue pairs (1..=32); one worker thread each.
+    #[arg(long, default_value_t = 1)]
+    pub queues: usize,
+    /// Connect to a listening front-end (and reconnect every second).
+    #[arg(long)]
+    pub client: bool,
+    /// Control socket for vhostctl.
+    #[arg(long)]
+    pub control_socket: Option<PathBuf>,
+    /// Inherited listening socket fd (QEMU back-end program conventions).
+    #[arg(long)]
+    pub fd: Option<i32>,
+    /// Print the back-end capabilities as JSON and exit.
+    #[arg(long)]
+    pub print_capabilities: bool,
+}
+
+/// Daemon start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// Bad command line value.
+    #[error("invalid argument: {0}")]
+    Arg(String),
+    /// Back-end could not be opened.
+    #[error("back-end")]
+    Backend(#[from] BackendError),
+    /// A socket could not be made.
+    #[error("socket {0}")]
+    Socket(String, #[source] std::io::Error),
+    /// A thread could not be spawned.
+    #[error("spawn worker")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// The `--print-capabilities` answer (vhost-user.rst, "Backend program
+/// conventions").
+pub const CAPABILITIES: &str = "{\n  \"type\": \"net\"\n}";
+
+/// Binds a unix socket at `path`, replacing a stale socket file (never any
+/// other kind of file).
+pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
+    let err = |e| DaemonError::Socket(path.display().to_string(), e);
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path).map_err(err)?;
+        } else {
+            return Err(err(std::io::Error::from(std::io::ErrorKind::AlreadyExists)));
+        }
+    }
+    UnixListener::bind(path).map_err(err)
+}
+
+/// Opens the back-ends and spawns one worker per queue pair.
+pub fn start_port(
+    name: &str,
+    spec: &BackendSpec,
+    socket: &str,
+    queues: usize,
+) -> Result<(Arc<Port>, Arc<Vec<WorkerHandle>>), DaemonError> {
+    if queues == 0 || queues > MAX_QUEUE_PAIRS {
+        return Err(DaemonError::Arg(format!("--queues must be 1..={MAX_QUEUE_PAIRS}")));
+    }
+    let port = Arc::new(Port::new(name.to_string(), spec.clone(), socket.to_string(), queues));
+    let mut workers = Vec::with_capacity(queues);
+    for i in 0..queues {
+        let be = spec.open(i, queues)?;
+        workers.push(WorkerHandle::spawn(port.clone(), i, be).map_err(DaemonError::Spawn)?);
+    }
+    Ok((port, Arc::new(workers)))
+}
+
+fn install_signal_handler(cleanup: Vec<PathBuf>) -> Result<(), DaemonError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|e| DaemonError::Socket("signals".into(), e))?;
+    std::thread::Builder::new()
+        .name("vhostd-signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                log::info!("signal {sig}: exiting");
+                for p in &cleanup {
+                    let _ = std::fs::remove_file(p);
+                }
+                std::process::exit(0);
+            }
+        })
+        .map_err(DaemonError::Spawn)?;
+    Ok(())
+}
+
+/// Runs the daemon until a signal ends it.
+pub fn run(args: Args) -> Result<(), DaemonError> {
+    if args.print_capabilities {
+        println!("{CAPABILITIES}");
+        return Ok(());
+    }
+    let spec: BackendSpec = args.backend.parse()?;
+    let sock_display = args
+        .socket_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("fd:{}", args.fd.unwrap_or(-1)));
+    let (port, workers) = start_port(&args.name, &spec, &sock_display, args.queues)?;
+    let mut cleanup = Vec::new();
+    if let Some(ctl) = args.control_socket.as_ref() {
+        let l = bind_socket(ctl)?;
+        cleanup.push(ctl.clone());
+        let ports = vec![port.clone()];
+        std::thread::Builder::new()
+            .name("vhostd-control".into())
+            .spawn(move || control::serve(l, ports))
+            .map_err(DaemonError::Spawn)?;
+    }
+    log::info!(
+        "port {}: back-end {spec}, {} queue pair(s), socket {sock_display}{}",
+        args.name,
+        args.queues,
+        if args.client { " (client)" } else { "" }
+    );
+    if let Some(fd) = args.fd {
+        install_signal_handler(cleanup)?;
+        let l = sys::adopt_listener(fd).map_err(|e| DaemonError::Socket(format!("fd {fd}"), e))?;
+        server::serve_listener(port, workers, l);
+    } else if let Some(path) = args.socket_path.as_ref() {
+        if args.client {
+            install_signal_handler(cleanup)?;
+            server::serve_client(port, workers, &path.display().to_string());
+        } else {
+            let l = bind_socket(path)?;
+            cleanup.push(path.clone());
+            install_signal_handler(cleanup)?;
+            server::serve_listener(port, workers, l);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! A port: one vhost-user device, its workers and its counters.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use vhostd_api::{PortReport, PortState, QueueCounters, QueueReport, QueueStats};
+use vhostd_backend::BackendSpec;
+
+/// Shared, thread-safe view of a port: written by the connection handler and
+/// workers, read by the control server. The data path only touches atomics.
+#[derive(Debug)]
+pub struct Port {
+    /// Port name.
+    pub name: String,
+    /// Back-end.
+    pub backend: BackendSpec,
+    /// vhost-user socket path.
+    pub socket: String,
+    /// Queue pairs.
+    pub queue_pairs: usize,
+    /// Counters per virtqueue (RX = 2i, TX = 2i + 1).
+    pub counters: Vec<QueueCounters>,
+    /// Whether a worker runs each virtqueue.
+    pub running: Vec<AtomicBool>,
+    /// Ring size of each virtqueue.
+    pub sizes: Vec<AtomicU32>,
+    /// Acked virtio features.
+    pub features: AtomicU64,
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Front-end connected.
+    pub connected: AtomicBool,
+    /// A ring error stopped a queue.
+    pub broken: AtomicBool,
+    /// Last error text (control plane only).
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Port {
+    /// A port with zeroed counters.
+    pub fn new(name: String, backend: BackendSpec, socket: String, queue_pairs: usize) -> Self {
+        let n = 2 * queue_pairs;
+        Port {
+            name,
+            backend,
+            socket,
+            queue_pairs,
+            counters: (0..n).map(|_| QueueCounters::default()).collect(),
+            running: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            sizes: (0..n).map(|_| AtomicU32::new(0)).collect(),
+            features: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Records an error for `vhostctl stats`.
+    pub fn set_error(&self, msg: String) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(msg);
+        }
+    }
+
+    /// Snapshot for the control socket.
+    pub fn report(&self) -> PortReport {
+        let mut total = QueueStats::default();
+        let queues = self
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let stats = c.snapshot();
+                total.accumulate(&stats);
+                QueueReport {
+                    name: format!("{}{}", if i % 2 == 0 { "rx" } else { "tx" }, i / 2),
+                    index: u32::try_from(i).unwrap_or(u32::MAX),
+                    running: self.running.get(i).is_some_and(|r| r.load(Ordering::Relaxed)),
+                    size: self.sizes.get(i).map_or(0, |s| s.load(Ordering::Relaxed)),
+                    stats,
+                }
+            })
+            .collect::<Vec<_>>();
+        let state = if self.broken.load(Ordering::Relaxed) {
+            PortState::Broken
+        } else if queues.iter().any(|q| q.running) {
+            PortState::Running
+        } else if self.connected.load(Ordering::Relaxed) {
+            PortState::Connected
+        } else {
+            PortState::Waiting
+        };
+        PortReport {
+            name: self.name.clone(),
+            backend: self.backend.to_string(),
+            socket: self.socket.clone(),
+            state,
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+            features: self.features.load(Ordering::Relaxed),
+            queue_pairs: u32::try_from(self.queue_pairs).unwrap_or(u32::MAX),
+            connections: self.connections.load(Ordering::Relaxed),
+            queues,
+            total,
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! Worker threads: one per queue pair, each owning its [`QueuePair`] and the
+//! back-end queue. A worker sleeps in epoll on its kick eventfds, its
+//! back-end fd and a control eventfd; the connection handler talks to it
+//! with [`Cmd`]s and waits for the answer, so ring state is only ever
+//! touched by the worker.
+//!
+//! ```text
+//!   handler --Cmd--> channel + ctrl eventfd --> worker (epoll)
+//!   kick eventfd(rx/tx) ---------------------> worker -> QueuePair -> Backend
+//!   worker --write 1--> call eventfd --> front-end injects the interrupt
+//! ```
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vhostd_api::QueueStats;
+use vhostd_backend::Backend;
+use vhostd_mem::GuestMem;
+use vhostd_net::{NetConfig, Outcome, QueuePair, Status};
+use vhostd_virtq::{QueueError, SplitQueue};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::port::Port;
+use crate::warn_rl;
+
+/// Which ring of the pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Device -> driver (virtqueue 2i).
+    Rx = 0,
+    /// Driver -> device (virtqueue 2i + 1).
+    Tx = 1,
+}
+
+/// A ring handed to a worker.
+#[derive(Debug)]
+pub struct RingStart {
+    /// The validated ring.
+    pub queue: SplitQueue,
+    /// Memory the ring lives in.
+    pub mem: Arc<GuestMem>,
+    /// Kick eventfd (None: the front-end polls; we poll too, every 1 ms).
+    pub kick: Option<File>,
+    /// Call eventfd.
+    pub call: Option<Arc<File>>,
+    /// Error eventfd, signalled when the ring breaks.
+    pub err: Option<Arc<File>>,
+    /// Data-path configuration from the acked features.
+    pub cfg: NetConfig,
+}
+
+/// Requests from the connection handler.
+#[derive(Debug)]
+pub enum Cmd {
+    /// Start (or replace) a ring.
+    Start(Dir, Box<RingStart>, SyncSender<Result<(), String>>),
+    /// Stop a ring; the answer is its next avail index, if it was running.
+    Stop(Dir, SyncSender<Option<u16>>),
+    /// Leave the thread.
+    Shutdown,
+}
+
+/// The handler's side of a worker.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    tx: Sender<Cmd>,
+    wake: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+const TOKEN_CTRL: u64 = 0;
+const TOKEN_RX_KICK: u64 = 1;
+const TOKEN_TX_KICK: u64 = 2;
+const TOKEN_BACKEND: u64 = 3;
+/// How long the handler waits for a worker's answer.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl WorkerHandle {
+    /// Spawns the worker of pair `index` on `backend`.
+    pub fn spawn(port: Arc<Port>, index: usize, backend: Box<dyn Backend>) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel();
+        let wake = EventFd::new(EFD_NONBLOCK)?;
+        let wake2 = wake.try_clone()?;
+        let epoll = Epoll::new()?;
+        epoll.ctl(ControlOperation::Add, wake2.as_raw_fd(), EpollEvent::new(EventSet::IN, TOKEN_CTRL))?;
+        let name = format!("vhostd-{}-q{}", port.name, index);
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            let mut w = Worker {
+                port,
+                index,
+                epoll,
+                ctrl: wake2,
+                cmds: rx,
+                qp: QueuePair::new(backend),
+                rings: [None, None],
+                backend_armed: false,
+            };
+            w.run();
+        })?;
+        Ok(WorkerHandle { tx, wake, thread: Some(thread) })
+    }
+
+    fn send(&self, cmd: Cmd) -> bool {
+        self.tx.send(cmd).is_ok() && self.wake.write(1).is_ok()
+    }
+
+    /// Starts a ring and waits for the worker to take it.
+    pub fn start(&self, dir: Dir, ring: RingStart) -> Result<(), String> {
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        if !self.send(Cmd::Start(dir, Box::new(ring), rtx)) {
+            return Err("worker is gone".into());
+        }
+        rrx.recv_timeout(REPLY_TIMEOUT).map_err(|_| "worker did not answer".to_string())?
+    }
+
+    /// Stops a ring; returns its next avail index if it was running.
+    pub fn stop(&self, dir: Dir) -> Option<u16> {
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        if !self.send(Cmd::Stop(dir, rtx)) {
+            return None;
+        }
+        rrx.recv_timeout(REPLY_TIMEOUT).ok().flatten()
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.send(Cmd::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A running ring's plumbing (the ring itself lives in the QueuePair).
+#[derive(Debug)]
+struct Ring {
+    mem: Arc<GuestMem>,
+    kick: Option<File>,
+    call: Option<Arc<File>>,
+    err: Option<Arc<File>>,
+    broken: bool,
+    stats: QueueStats,
+}
+
+struct Worker {
+    port: Arc<Port>,
+    index: usize,
+    epoll: Epoll,
+    ctrl: EventFd,
+    cmds: Receiver<Cmd>,
+    qp: QueuePair,
+    rings: [Option<Ring>; 2],
+    backend_armed: bool,
+}
+
+fn drain_eventfd(f: &File) -> u64 {
+    let mut b = [0u8; 8];
+    match (&*f).read(&mut b) {
+        Ok(8) => u64::from_ne_bytes(b),
+        _ => 0,
+    }
+}
+
+fn signal_eventfd(f: &File) {
+    // EAGAIN means the counter is saturated: the reader will wake anyway.
+    let _ = (&*f).write(&1u64.to_ne_bytes());
+}
+
+impl Worker {
+    fn vq(&self, dir: Dir) -> usize {
+        2 * self.index + dir as usize
+    }
+
+    fn run(&mut self) {
+        let mut events = vec![EpollEvent::default(); 8];
+        let mut more = false;
+        loop {
+            let poll_kickless = self.rings.iter().flatten().any(|r| r.kick.is_none() && !r.broken);
+            let timeout = if more {
+                0
+            } else if poll_kickless {
+                1
+            } else {
+                -1
+            };
+            let n = match self.epoll.wait(timeout, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::error!("port {} queue pair {}: epoll failed: {e}", self.port.name, self.index);
+                    return;
+                }
+            };
+            for ev in events.iter().take(n) {
+                match ev.data() {
+                    TOKEN_CTRL => {
+                        let _ = self.ctrl.read();
+                        if !self.handle_cmds() {
+                            return;
+                        }
+                    }
+                    TOKEN_RX_KICK => self.kicked(Dir::Rx),
+                    TOKEN_TX_KICK => self.kicked(Dir::Tx),
+                    _ => {} // back-end readable: handled by process_rx below
+                }
+            }
+            more = self.process();
+        }
+    }
+
+    fn kicked(&mut self, dir: Dir) {
+        if let Some(r) = self.rings[dir as usize].as_mut() {
+            if let Some(k) = r.kick.as_ref() {
+                if drain_eventfd(k) > 0 {
+                    r.stats.kicks += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs both directions once. Returns true if work is left.
+    fn process(&mut self) -> bool {
+        let mut more = false;
+        // TX first: with loopback, what TX produced is delivered by RX below.
+        let qp = &mut self.qp;
+        let tx = self.rings[Dir::Tx as usize]
+            .as_mut()
+            .filter(|r| !r.broken)
+            .map(|r| qp.process_tx(&r.mem, &mut r.stats));
+        if let Some(res) = tx {
+            more |= self.finish(Dir::Tx, res);
+        }
+        let qp = &mut self.qp;
+        let rx = self.rings[Dir::Rx as usize]
+            .as_mut()
+            .filter(|r| !r.broken)
+            .map(|r| qp.process_rx(&r.mem, &mut r.stats));
+        if let Some(res) = rx {
+            more |= self.finish(Dir::Rx, res);
+        }
+        self.arm_backend();
+        self.publish();
+        more
+    }
+
+    fn finish(&mut self, dir: Dir, res: Result<Outcome, QueueError>) -> bool {
+        let vq = self.vq(dir);
+        let Some(r) = self.rings[dir as usize].as_mut() else {
+            return false;
+        };
+        match res {
+            Ok(out) => {
+                if out.published {
+                    if out.call {
+                        if let Some(c) = r.call.as_ref() {
+                            signal_eventfd(c);
+                        }
+                        r.stats.calls += 1;
+                    } else {
+                        r.stats.calls_suppressed += 1;
+                    }
+                }
+                out.status == Status::More
+            }
+            Err(e) => {
+                // Broken ring: stop this queue, keep every other one going.
+                // The front-end's reset (new kick / reconnect) revives it.
+                r.broken = true;
+                r.stats.ring_errors += 1;
+                if let Some(f) = r.err.as_ref() {
+                    signal_eventfd(f);
+                }
+                let guest = if e.is_guest_fault() { "guest" } else { "front-end" };
+                warn_rl!("port {} queue {vq}: ring stopped ({guest} fault): {e}", self.port.name);
+                self.port.broken.store(true, Ordering::Relaxed);
+                self.port.set_error(format!("queue {vq}: {e}"));
+                false
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        for dir in [Dir::Rx, Dir::Tx] {
+            let vq = self.vq(dir);
+            if let (Some(r), Some(c)) = (self.rings[dir as usize].as_mut(), self.port.counters.get(vq)) {
+                c.add(&r.stats);
+                r.stats = QueueStats::default();
+            }
+        }
+    }
+
+    /// Keeps the back-end fd in epoll only while RX can take packets, so a
+    /// readable TAP with no guest buffers does not spin the thread.
+    fn arm_backend(&mut self) {
+        let Some(fd) = self.qp.backend().rx_fd() else {
+            return;
+        };
+        let want = self.rings[Dir::Rx as usize].as_ref().is_some_and(|r| !r.broken) && !self.qp.rx_blocked();
+        if want != self.backend_armed {
+            let op = if want { ControlOperation::Add } else { ControlOperation::Delete };
+            if self.epoll.ctl(op, fd, EpollEvent::new(EventSet::IN, TOKEN_BACKEND)).is_ok() {
+                self.backend_armed = want;
+            }
+        }
+    }
+
+    fn handle_cmds(&mut self) -> bool {
+        while let Ok(cmd) = self.cmds.try_recv() {
+            match cmd {
+                Cmd::Start(dir, ring, reply) => {
+                    let res = self.start(dir, *ring);
+                    let _ = reply.send(res);
+                }
+                Cmd::Stop(dir, reply) => {
+                    let base = self.stop(dir);
+                    let _ = reply.send(base);
+                }
+                Cmd::Shutdown => {
+                    self.stop(Dir::Rx);
+                    self.stop(Dir::Tx);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn kick_token(dir: Dir) -> u64 {
+        match dir {
+            Dir::Rx => TOKEN_RX_KICK,
+            Dir::Tx => TOKEN_TX_KICK,
+        }
+    }
+
+    fn start(&mut self, dir: Dir, ring: RingStart) -> Result<(), String> {
+        self.stop(dir);
+        if *self.qp.config() != ring.cfg {
+            self.qp.configure(ring.cfg).map_err(|e| format!("back-end configure failed: {e}"))?;
+        }
+        if let Some(k) = ring.kick.as_ref() {
+            self.epoll
+                .ctl(ControlOperation::Add, k.as_raw_fd(), EpollEvent::new(EventSet::IN, Self::kick_token(dir)))
+                .map_err(|e| format!("epoll add kick failed: {e}"))?;
+        }
+        let vq = self.vq(dir);
+        if let Some(s) = self.port.sizes.get(vq) {
+            s.store(u32::from(ring.queue.size()), Ordering::Relaxed);
+        }
+        match dir {
+            Dir::Rx => self.qp.set_rx(Some(ring.queue)),
+            Dir::Tx => self.qp.set_tx(Some(ring.queue)),
+        };
+        self.rings[dir as usize] = Some(Ring {
+            mem: ring.mem,
+            kick: ring.kick,
+            call: ring.call,
+            err: ring.err,
+            broken: false,
+            stats: QueueStats::default(),
+        });
+        if let Some(r) = self.port.running.get(vq) {
+            r.store(true, Ordering::Relaxed);
+        }
+        // Process anything already in the ring: its kick may have come
+        // before we listened.
+        self.process();
+        Ok(())
+    }
+
+    fn stop(&mut self, dir: Dir) -> Option<u16> {
+        let ring = self.rings[dir as usize].take()?;
+        if let Some(k) = ring.kick.as_ref() {
+            let _ = self.epoll.ctl(ControlOperation::Delete, k.as_raw_fd(), EpollEvent::default());
+        }
+        if let Some(c) = self.port.counters.get(self.vq(dir)) {
+            c.add(&ring.stats);
+        }
+        if let Some(r) = self.port.running.get(self.vq(dir)) {
+            r.store(false, Ordering::Relaxed);
+        }
+        let q = match dir {
+            Dir::Rx => self.qp.set_rx(None),
+            Dir::Tx => self.qp.set_tx(None),
+        };
+        self.arm_backend();
+        q.map(|q| q.next_avail())
+    }
+}
+

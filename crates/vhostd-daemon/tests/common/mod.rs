@@ -1,0 +1,65 @@
+//! Shared set-up: a daemon port served in-process over a socket pair.
+#![allow(dead_code)]
+
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use vhostd_api::QueueStats;
+use vhostd_backend::BackendSpec;
+use vhostd_daemon::port::Port;
+use vhostd_daemon::worker::WorkerHandle;
+use vhostd_testkit::{FakeGuest, GuestOptions};
+
+pub const T: Duration = Duration::from_secs(5);
+
+pub struct Daemon {
+    pub port: Arc<Port>,
+    pub workers: Arc<Vec<WorkerHandle>>,
+}
+
+impl Daemon {
+    pub fn loopback(queues: usize) -> Self {
+        let (port, workers) = vhostd_daemon::start_port("t", &BackendSpec::Loopback, "pair", queues).unwrap();
+        Daemon { port, workers }
+    }
+
+    /// Serves one connection on a thread; returns the front-end end.
+    pub fn connect(&self) -> (UnixStream, JoinHandle<()>) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let port = self.port.clone();
+        let workers = self.workers.clone();
+        let h = std::thread::spawn(move || vhostd_daemon::server::serve_connection(&port, &workers, b));
+        (a, h)
+    }
+
+    pub fn guest(&self, opts: GuestOptions) -> (FakeGuest, JoinHandle<()>) {
+        let (s, h) = self.connect();
+        (FakeGuest::connect(s, opts), h)
+    }
+
+    pub fn stats(&self, vq: usize) -> QueueStats {
+        self.port.counters[vq].snapshot()
+    }
+}
+
+/// An Ethernet frame of `len` bytes with distinct MACs and a payload seed.
+pub fn eth_frame(len: usize, seed: u32) -> Vec<u8> {
+    let mut f = vec![0u8; len.max(14)];
+    f[..6].copy_from_slice(&[0x52, 0x54, 0, 0, 0, 1]);
+    f[6..12].copy_from_slice(&[0x52, 0x54, 0, 0, 0, 2]);
+    f[12] = 0x08;
+    for (i, b) in f.iter_mut().enumerate().skip(14) {
+        *b = (i as u32).wrapping_mul(2654435761).wrapping_add(seed) as u8;
+    }
+    f
+}
+
+/// What loopback returns for `f`: MACs swapped.
+pub fn swapped(f: &[u8]) -> Vec<u8> {
+    let mut g = f.to_vec();
+    g[..6].copy_from_slice(&f[6..12]);
+    g[6..12].copy_from_slice(&f[..6]);
+    g
+}
