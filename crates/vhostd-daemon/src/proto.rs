@@ -40,7 +40,7 @@ pub fn protocol_features() -> VhostUserProtocolFeatures {
 /// Feature bit the front-end may toggle while rings run (dirty logging).
 const VHOST_F_LOG_ALL: u64 = 1 << 26;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Vring {
     size: u16,
     desc_va: u64,
@@ -53,9 +53,36 @@ struct Vring {
     kick_nofd: bool,
     call: Option<Arc<File>>,
     err: Option<Arc<File>>,
+    /// SET_VRING_ENABLE state. Starts true, unlike the letter of the spec
+    /// (with PROTOCOL_FEATURES a ring starts disabled): QEMU 7.2 sends its
+    /// SET_VRING_ENABLE 1 before SET_FEATURES, and the vhost crate refuses
+    /// such a message before it reaches us, so a ring waiting for it would
+    /// never run. DPDK and libvhost-user are as lenient; a later
+    /// SET_VRING_ENABLE 0 (virtio-user around memory updates, QEMU for
+    /// unused queue pairs) is honoured.
     enabled: bool,
     started: bool,
     running: bool,
+}
+
+impl Default for Vring {
+    fn default() -> Self {
+        Vring {
+            size: 0,
+            desc_va: 0,
+            avail_va: 0,
+            used_va: 0,
+            addr_set: false,
+            base: 0,
+            kick: None,
+            kick_nofd: false,
+            call: None,
+            err: None,
+            enabled: true,
+            started: false,
+            running: false,
+        }
+    }
 }
 
 /// Handler state for one front-end connection.
@@ -131,6 +158,7 @@ impl PortHandler {
             return Err(VuError::InvalidParam);
         };
         let enabled = v.enabled || !self.proto_acked();
+        // (`enabled` defaults to true: see Vring::enabled)
         let want = v.started && enabled && v.addr_set && v.size > 0 && self.mem.is_some();
         if !want {
             self.stop_ring(vq);
@@ -305,6 +333,7 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
+        log::debug!(concat!("port {}: ", "SET_VRING_NUM {} {}"), self.port.name, index, num);
         let vq = self.vring_index(index)?;
         // Linux vhost_vring_set_num / DPDK: 0, > 32768 or not a power of two
         // is refused (THREATS C3).
@@ -328,6 +357,7 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         available: u64,
         _log: u64,
     ) -> VuResult<()> {
+        log::debug!(concat!("port {}: ", "SET_VRING_ADDR {}"), self.port.name, index);
         let vq = self.vring_index(index)?;
         self.stop_ring(vq);
         if let Some(v) = self.vrings.get_mut(vq) {
@@ -340,6 +370,7 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
+        log::debug!(concat!("port {}: ", "SET_VRING_BASE {} {}"), self.port.name, index, base);
         let vq = self.vring_index(index)?;
         let base = u16::try_from(base).map_err(|_| VuError::InvalidParam)?;
         if self.vrings.get(vq).is_some_and(|v| v.running) {
@@ -352,6 +383,7 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
+        log::debug!(concat!("port {}: ", "GET_VRING_BASE {}"), self.port.name, index);
         let vq = self.vring_index(index)?;
         self.stop_ring(vq);
         let v = self.vrings.get_mut(vq).ok_or(VuError::InvalidParam)?;
@@ -363,6 +395,7 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        log::debug!(concat!("port {}: ", "SET_VRING_KICK {} fd={}"), self.port.name, index, fd.is_some());
         let vq = self.vring_index(u32::from(index))?;
         self.stop_ring(vq);
         if let Some(v) = self.vrings.get_mut(vq) {
@@ -375,6 +408,7 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
+        log::debug!(concat!("port {}: ", "SET_VRING_CALL {} fd={}"), self.port.name, index, fd.is_some());
         let vq = self.vring_index(u32::from(index))?;
         let was = self.vrings.get(vq).is_some_and(|v| v.running);
         self.stop_ring(vq);
@@ -424,6 +458,7 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
+        log::debug!(concat!("port {}: ", "SET_VRING_ENABLE {} {}"), self.port.name, index, enable);
         let vq = self.vring_index(index)?;
         if let Some(v) = self.vrings.get_mut(vq) {
             v.enabled = enable;
@@ -467,6 +502,10 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     ) -> VuResult<Option<VhostUserMemoryRegionBase>> {
         let spec = region_spec(region, fd);
         let base = self.mem.clone().unwrap_or_else(|| Arc::new(GuestMem::empty()));
+        if base.has_region(&spec) {
+            // QEMU repeats ADD_MEM_REG once per queue pair: nothing to do.
+            return Ok(None);
+        }
         let mem = base.with_region(spec).map_err(|e| mem_err(&self.port, e))?;
         self.set_memory(mem)?;
         Ok(None)
@@ -474,10 +513,12 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
 
     fn remove_mem_region(&mut self, region: &VhostUserSingleMemoryRegion) -> VuResult<()> {
         let base = self.mem.clone().ok_or(VuError::InvalidParam)?;
-        let mem = base
-            .without_region(region.guest_phys_addr, region.memory_size)
-            .map_err(|e| mem_err(&self.port, e))?;
-        self.set_memory(mem)
+        match base.without_region(region.guest_phys_addr, region.memory_size) {
+            Ok(mem) => self.set_memory(mem),
+            // Removed already: QEMU repeats REM_MEM_REG once per queue pair.
+            Err(vhostd_mem::MemError::NoSuchRegion(_)) => Ok(()),
+            Err(e) => Err(mem_err(&self.port, e)),
+        }
     }
 
     fn set_device_state_fd(

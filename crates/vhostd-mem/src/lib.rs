@@ -134,6 +134,24 @@ impl GuestMem {
         Self::assemble(regions)
     }
 
+    /// Whether `spec` describes a region already mapped: same addresses,
+    /// size, offset and backing file (device and inode). QEMU sends the
+    /// same `ADD_MEM_REG` once per queue pair (each pair is a vhost device
+    /// with its own shadow table), so a duplicate is not an overlap.
+    pub fn has_region(&self, spec: &RegionSpec) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let id = |f: &File| f.metadata().ok().map(|m| (m.dev(), m.ino()));
+        let new_id = id(&spec.file);
+        new_id.is_some()
+            && self.regions.iter().any(|r| {
+                r.gpa == spec.guest_phys_addr
+                    && r.size == spec.memory_size
+                    && r.user_addr == spec.user_addr
+                    && r.mmap_offset == spec.mmap_offset
+                    && id(&r.file) == new_id
+            })
+    }
+
     /// A new memory with one region added (`ADD_MEM_REG`); `self` is unchanged.
     pub fn with_region(&self, spec: RegionSpec) -> Result<Self, MemError> {
         if self.regions.len() >= MAX_REGIONS {

@@ -123,3 +123,12 @@ fn test_mem_too_many_regions_rejected() {
         .collect();
     assert!(matches!(GuestMem::from_specs(specs), Err(MemError::TooManyRegions(_))));
 }
+
+#[test]
+fn test_mem_has_region_matches_same_file_only() {
+    let f = memfd(0x1000);
+    let m = GuestMem::from_specs(vec![spec(0, 0x1000, 0x10000, f.clone())]).unwrap();
+    assert!(m.has_region(&spec(0, 0x1000, 0x10000, f.clone())));
+    assert!(!m.has_region(&spec(0, 0x1000, 0x10000, memfd(0x1000))));
+    assert!(!m.has_region(&spec(0, 0x1000, 0x20000, f)));
+}
