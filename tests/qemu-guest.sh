@@ -72,7 +72,11 @@ boot() { # boot NAME TESTS
   tr -d '\r' < "$W/serial-$name.log" > "$W/serial-$name.txt"
   [ $rc = 0 ] || { tail -5 "$W/qemu-$name.log" >&2; fail "$name: qemu exited with $rc"; }
   grep -q '^VHD-PASS' "$W/serial-$name.txt" || fail "$name: guest says $(grep -m1 '^VHD-FAIL' "$W/serial-$name.txt" || echo 'nothing (crash or timeout)')"
-  grep -E '^VHD-(INFO|PING|IRQ)' "$W/serial-$name.txt" | sed "s/^/[guest $name] /" >&2
+  if [ "${SHOW_SERIAL:-0}" = 1 ]; then
+    grep -E 'bytes from|packets transmitted|round-trip|^VHD-' "$W/serial-$name.txt" | sed "s/^/[guest $name] /" >&2
+  else
+    grep -E '^VHD-(INFO|PING|IRQ)' "$W/serial-$name.txt" | sed "s/^/[guest $name] /" >&2
+  fi
 }
 
 # ---- boot 1: ping + TCP both ways
@@ -108,5 +112,7 @@ CALLS=$(sum_field "$J" all calls); KICKS=$(sum_field "$J" all kicks)
 [ "$TXB" -ge $((MB << 20)) ] || fail "vhostd TX bytes $TXB < $MB MiB"
 [ "$ERR" = 0 ] && [ "$BAD" = 0 ] || fail "ring errors $ERR, bad chains $BAD"
 log "vhostd: rx $RXP pkts $RXB B, tx $TXP pkts $TXB B, kicks $KICKS, calls $CALLS"
+log "vhostctl stats after both boots:"
+"$VHOSTCTL" --control-socket "$W/ctl.sock" stats >&2
 [ "$FAILED" = 0 ] && pass "ping + ${MB} MiB TCP each way (sha256 ok), $Q queue pair(s), QEMU restart ok"
 exit "$FAILED"

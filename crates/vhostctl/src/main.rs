@@ -10,7 +10,11 @@ use clap::{Parser, Subcommand};
 use vhostd_api::{Command, PortReport, QueueStats, Request, Response, API_VERSION};
 
 #[derive(Debug, Parser)]
-#[command(name = "vhostctl", version, about = "Control and inspect a running vhostd")]
+#[command(
+    name = "vhostctl",
+    version,
+    about = "Control and inspect a running vhostd"
+)]
 struct Cli {
     /// The daemon's --control-socket.
     #[arg(long, default_value = "/run/vhostd/control.sock")]
@@ -35,14 +39,20 @@ enum Sub {
 
 fn ask(path: &PathBuf, cmd: Command) -> Result<Response, String> {
     let s = UnixStream::connect(path).map_err(|e| format!("connect {}: {e}", path.display()))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
     let mut w = s.try_clone().map_err(|e| e.to_string())?;
-    let req = Request { v: API_VERSION, cmd };
+    let req = Request {
+        v: API_VERSION,
+        cmd,
+    };
     let mut line = serde_json::to_string(&req).map_err(|e| e.to_string())?;
     line.push('\n');
     w.write_all(line.as_bytes()).map_err(|e| e.to_string())?;
     let mut resp = String::new();
-    BufReader::new(s).read_line(&mut resp).map_err(|e| e.to_string())?;
+    BufReader::new(s)
+        .read_line(&mut resp)
+        .map_err(|e| e.to_string())?;
     let r: Response = serde_json::from_str(&resp).map_err(|e| format!("bad reply: {e}"))?;
     if !r.ok {
         return Err(r.error.unwrap_or_else(|| "request failed".into()));
@@ -51,13 +61,28 @@ fn ask(path: &PathBuf, cmd: Command) -> Result<Response, String> {
 }
 
 /// The columns of the stats table (full set in --json).
-const COLUMNS: &[&str] = &["packets", "bytes", "drops", "kicks", "calls", "calls_suppressed", "bad_chains", "ring_errors"];
+const COLUMNS: &[&str] = &[
+    "packets",
+    "bytes",
+    "drops",
+    "kicks",
+    "calls",
+    "calls_suppressed",
+    "bad_chains",
+    "ring_errors",
+];
 
 fn pick(s: &QueueStats) -> Vec<u64> {
     let all = s.values();
     COLUMNS
         .iter()
-        .map(|c| QueueStats::NAMES.iter().position(|n| n == c).and_then(|i| all.get(i).copied()).unwrap_or(0))
+        .map(|c| {
+            QueueStats::NAMES
+                .iter()
+                .position(|n| n == c)
+                .and_then(|i| all.get(i).copied())
+                .unwrap_or(0)
+        })
         .collect()
 }
 
@@ -75,7 +100,12 @@ fn print_port(p: &PortReport) {
     }
     println!();
     for q in &p.queues {
-        print!("  {:<6} {:>4} {:>6}", q.name, if q.running { "yes" } else { "no" }, q.size);
+        print!(
+            "  {:<6} {:>4} {:>6}",
+            q.name,
+            if q.running { "yes" } else { "no" },
+            q.size
+        );
         for v in pick(&q.stats) {
             print!(" {:>16}", v);
         }

@@ -195,7 +195,13 @@ pub struct Response {
 impl Response {
     /// An error response.
     pub fn error(msg: impl Into<String>) -> Self {
-        Response { v: API_VERSION, ok: false, error: Some(msg.into()), ports: Vec::new(), version: None }
+        Response {
+            v: API_VERSION,
+            ok: false,
+            error: Some(msg.into()),
+            ports: Vec::new(),
+            version: None,
+        }
     }
 }
 
@@ -205,7 +211,12 @@ mod tests {
 
     #[test]
     fn test_request_stats_roundtrip_json() {
-        let r = Request { v: 1, cmd: Command::Stats { port: Some("p".into()) } };
+        let r = Request {
+            v: 1,
+            cmd: Command::Stats {
+                port: Some("p".into()),
+            },
+        };
         let s = serde_json::to_string(&r).unwrap();
         assert_eq!(s, r#"{"v":1,"cmd":"stats","port":"p"}"#);
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
@@ -216,8 +227,16 @@ mod tests {
     #[test]
     fn test_queue_counters_add_and_snapshot() {
         let c = QueueCounters::default();
-        c.add(&QueueStats { packets: 3, bytes: 100, ..Default::default() });
-        c.add(&QueueStats { packets: 1, kicks: 2, ..Default::default() });
+        c.add(&QueueStats {
+            packets: 3,
+            bytes: 100,
+            ..Default::default()
+        });
+        c.add(&QueueStats {
+            packets: 1,
+            kicks: 2,
+            ..Default::default()
+        });
         let s = c.snapshot();
         assert_eq!((s.packets, s.bytes, s.kicks), (4, 100, 2));
         assert_eq!(QueueStats::NAMES.len(), s.values().len());
@@ -225,7 +244,13 @@ mod tests {
 
     #[test]
     fn test_queue_report_json_has_required_keys() {
-        let q = QueueReport { name: "rx0".into(), index: 0, running: true, size: 256, stats: QueueStats::default() };
+        let q = QueueReport {
+            name: "rx0".into(),
+            index: 0,
+            running: true,
+            size: 256,
+            stats: QueueStats::default(),
+        };
         let v = serde_json::to_value(&q).unwrap();
         for k in ["packets", "bytes", "kicks", "calls", "drops"] {
             assert!(v.get(k).is_some(), "missing {k}");

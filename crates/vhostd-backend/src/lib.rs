@@ -150,8 +150,14 @@ mod tests {
 
     #[test]
     fn test_backend_spec_parse() {
-        assert_eq!("loopback".parse::<BackendSpec>().unwrap(), BackendSpec::Loopback);
-        assert_eq!("tap:vm0".parse::<BackendSpec>().unwrap(), BackendSpec::Tap("vm0".into()));
+        assert_eq!(
+            "loopback".parse::<BackendSpec>().unwrap(),
+            BackendSpec::Loopback
+        );
+        assert_eq!(
+            "tap:vm0".parse::<BackendSpec>().unwrap(),
+            BackendSpec::Tap("vm0".into())
+        );
         assert!("tap:".parse::<BackendSpec>().is_err());
         assert!("tap:0123456789abcdef".parse::<BackendSpec>().is_err());
         assert!("sink".parse::<BackendSpec>().is_err());

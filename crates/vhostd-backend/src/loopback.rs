@@ -21,7 +21,11 @@ pub struct Loopback {
 impl Loopback {
     /// An empty loopback.
     pub fn new() -> Self {
-        Loopback { hdr_len: 12, full: VecDeque::with_capacity(LOOPBACK_SLOTS), free: Vec::new() }
+        Loopback {
+            hdr_len: 12,
+            full: VecDeque::with_capacity(LOOPBACK_SLOTS),
+            free: Vec::new(),
+        }
     }
 }
 

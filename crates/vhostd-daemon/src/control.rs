@@ -19,7 +19,10 @@ pub fn handle(ports: &[Arc<Port>], line: &str) -> Response {
         Err(e) => return Response::error(format!("bad request: {e}")),
     };
     if req.v != API_VERSION {
-        return Response::error(format!("unsupported api version {} (this daemon speaks {API_VERSION})", req.v));
+        return Response::error(format!(
+            "unsupported api version {} (this daemon speaks {API_VERSION})",
+            req.v
+        ));
     }
     match req.cmd {
         Command::Stats { port } => {
@@ -31,7 +34,13 @@ pub fn handle(ports: &[Arc<Port>], line: &str) -> Response {
             if sel.is_empty() {
                 return Response::error(format!("no port {}", port.unwrap_or_default()));
             }
-            Response { v: API_VERSION, ok: true, error: None, ports: sel, version: None }
+            Response {
+                v: API_VERSION,
+                ok: true,
+                error: None,
+                ports: sel,
+                version: None,
+            }
         }
         Command::Version => Response {
             v: API_VERSION,
@@ -57,14 +66,16 @@ fn serve_client(ports: &[Arc<Port>], stream: UnixStream) -> std::io::Result<()> 
             return Ok(());
         }
         let resp = if n > MAX_LINE {
-            let mut out = serde_json::to_string(&Response::error("request too long")).unwrap_or_default();
+            let mut out =
+                serde_json::to_string(&Response::error("request too long")).unwrap_or_default();
             out.push('\n');
             w.write_all(out.as_bytes())?;
             return Ok(());
         } else {
             handle(ports, line.trim())
         };
-        let mut out = serde_json::to_string(&resp).unwrap_or_else(|_| "{\"v\":1,\"ok\":false}".into());
+        let mut out =
+            serde_json::to_string(&resp).unwrap_or_else(|_| "{\"v\":1,\"ok\":false}".into());
         out.push('\n');
         w.write_all(out.as_bytes())?;
     }
@@ -76,11 +87,12 @@ pub fn serve(listener: UnixListener, ports: Vec<Arc<Port>>) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let ports = ports.clone();
-        let _ = std::thread::Builder::new().name("vhostd-ctl".into()).spawn(move || {
-            if let Err(e) = serve_client(&ports, stream) {
-                log::debug!("control client: {e}");
-            }
-        });
+        let _ = std::thread::Builder::new()
+            .name("vhostd-ctl".into())
+            .spawn(move || {
+                if let Err(e) = serve_client(&ports, stream) {
+                    log::debug!("control client: {e}");
+                }
+            });
     }
 }
-

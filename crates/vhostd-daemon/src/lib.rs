@@ -32,7 +32,11 @@ pub const MAX_QUEUE_PAIRS: usize = 32;
 /// Command line (see README "Command line"; other tools rely on these
 /// names: extend, never rename).
 #[derive(Debug, Parser, Clone)]
-#[command(name = "vhostd", version, about = "vhost-user virtio-net back-end daemon")]
+#[command(
+    name = "vhostd",
+    version,
+    about = "vhost-user virtio-net back-end daemon"
+)]
 pub struct Args {
     /// vhost-user socket path (listened on, or connected to with --client).
     #[arg(long, required_unless_present_any = ["fd", "print_capabilities"])]
@@ -103,9 +107,16 @@ pub fn start_port(
     queues: usize,
 ) -> Result<(Arc<Port>, Arc<Vec<WorkerHandle>>), DaemonError> {
     if queues == 0 || queues > MAX_QUEUE_PAIRS {
-        return Err(DaemonError::Arg(format!("--queues must be 1..={MAX_QUEUE_PAIRS}")));
+        return Err(DaemonError::Arg(format!(
+            "--queues must be 1..={MAX_QUEUE_PAIRS}"
+        )));
     }
-    let port = Arc::new(Port::new(name.to_string(), spec.clone(), socket.to_string(), queues));
+    let port = Arc::new(Port::new(
+        name.to_string(),
+        spec.clone(),
+        socket.to_string(),
+        queues,
+    ));
     let mut workers = Vec::with_capacity(queues);
     for i in 0..queues {
         let be = spec.open(i, queues)?;

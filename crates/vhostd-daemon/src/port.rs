@@ -76,7 +76,10 @@ impl Port {
                 QueueReport {
                     name: format!("{}{}", if i % 2 == 0 { "rx" } else { "tx" }, i / 2),
                     index: u32::try_from(i).unwrap_or(u32::MAX),
-                    running: self.running.get(i).is_some_and(|r| r.load(Ordering::Relaxed)),
+                    running: self
+                        .running
+                        .get(i)
+                        .is_some_and(|r| r.load(Ordering::Relaxed)),
                     size: self.sizes.get(i).map_or(0, |s| s.load(Ordering::Relaxed)),
                     stats,
                 }

@@ -21,7 +21,9 @@ use vhost::vhost_user::message::{
     VhostUserLog, VhostUserMemoryRegion, VhostUserProtocolFeatures, VhostUserShMemConfig,
     VhostUserSharedMsg, VhostUserSingleMemoryRegion, VhostUserVringAddrFlags, VhostUserVringState,
 };
-use vhost::vhost_user::{Error as VuError, GpuBackend, Result as VuResult, VhostUserBackendReqHandlerMut};
+use vhost::vhost_user::{
+    Error as VuError, GpuBackend, Result as VuResult, VhostUserBackendReqHandlerMut,
+};
 use vhost::VhostUserMemoryRegionBase;
 use vhostd_mem::{GuestMem, RegionSpec, MAX_REGIONS};
 use vhostd_net::features::{offered, VHOST_USER_F_PROTOCOL_FEATURES};
@@ -134,7 +136,11 @@ impl PortHandler {
     }
 
     fn worker(&self, vq: usize) -> Option<(&WorkerHandle, Dir)> {
-        let dir = if vq % 2 == 0 { Dir::Rx } else { Dir::Tx };
+        let dir = if vq.is_multiple_of(2) {
+            Dir::Rx
+        } else {
+            Dir::Tx
+        };
         self.workers.get(vq / 2).map(|w| (w, dir))
     }
 
@@ -173,7 +179,13 @@ impl PortHandler {
         // vhost-user ring addresses are front-end virtual addresses; each
         // ring must translate in full (THREATS C11).
         let translate = |va: u64, len: u64| mem.va_to_gpa(va, len);
-        let rings = (|| Ok::<_, vhostd_mem::MemError>((translate(v.desc_va, dl)?, translate(v.avail_va, al)?, translate(v.used_va, ul)?)))();
+        let rings = (|| {
+            Ok::<_, vhostd_mem::MemError>((
+                translate(v.desc_va, dl)?,
+                translate(v.avail_va, al)?,
+                translate(v.used_va, ul)?,
+            ))
+        })();
         let (desc, avail, used) = match rings {
             Ok(r) => r,
             Err(e) => {
@@ -203,7 +215,14 @@ impl PortHandler {
             Ok(k) => k,
             Err(_) => return Err(VuError::BackendInternalError),
         };
-        let ring = RingStart { queue, mem, kick, call: v.call.clone(), err: v.err.clone(), cfg };
+        let ring = RingStart {
+            queue,
+            mem,
+            kick,
+            call: v.call.clone(),
+            err: v.err.clone(),
+            cfg,
+        };
         let (w, d) = self.worker(vq).ok_or(VuError::InvalidParam)?;
         if let Err(e) = w.start(d, ring) {
             self.port.set_error(format!("queue {vq}: {e}"));
@@ -213,7 +232,11 @@ impl PortHandler {
         if let Some(v) = self.vrings.get_mut(vq) {
             v.running = true;
         }
-        log::debug!("port {} queue {vq}: started (size {})", self.port.name, qc.size);
+        log::debug!(
+            "port {} queue {vq}: started (size {})",
+            self.port.name,
+            qc.size
+        );
         Ok(())
     }
 
@@ -306,7 +329,10 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         // Only features we offered (THREATS C15); no change while rings run
         // but dirty logging (THREATS C8).
         if features & !(self.offered | VHOST_F_LOG_ALL) != 0 {
-            warn_rl!("port {}: front-end acked unoffered features {features:#x}", self.port.name);
+            warn_rl!(
+                "port {}: front-end acked unoffered features {features:#x}",
+                self.port.name
+            );
             return Err(VuError::InvalidParam);
         }
         if self.any_running() && (features ^ self.acked) & !VHOST_F_LOG_ALL != 0 {
@@ -326,18 +352,29 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         _postcopy: Option<bool>,
     ) -> VuResult<Option<Vec<VhostUserMemoryRegionBase>>> {
         // The crate checked files.len() == regions.len() and the payload size.
-        let specs = regions.iter().zip(files).map(|(r, f)| region_spec(r, f)).collect();
+        let specs = regions
+            .iter()
+            .zip(files)
+            .map(|(r, f)| region_spec(r, f))
+            .collect();
         let mem = GuestMem::from_specs(specs).map_err(|e| mem_err(&self.port, e))?;
         self.set_memory(mem)?;
         Ok(None)
     }
 
     fn set_vring_num(&mut self, index: u32, num: u32) -> VuResult<()> {
-        log::debug!(concat!("port {}: ", "SET_VRING_NUM {} {}"), self.port.name, index, num);
+        log::debug!(
+            concat!("port {}: ", "SET_VRING_NUM {} {}"),
+            self.port.name,
+            index,
+            num
+        );
         let vq = self.vring_index(index)?;
         // Linux vhost_vring_set_num / DPDK: 0, > 32768 or not a power of two
         // is refused (THREATS C3).
-        let size = u16::try_from(num).ok().filter(|n| *n > 0 && *n <= MAX_QUEUE_SIZE && n.is_power_of_two());
+        let size = u16::try_from(num)
+            .ok()
+            .filter(|n| *n > 0 && *n <= MAX_QUEUE_SIZE && n.is_power_of_two());
         let size = size.ok_or(VuError::InvalidParam)?;
         if self.vrings.get(vq).is_some_and(|v| v.running) {
             return Err(invalid("ring size change while running"));
@@ -357,7 +394,11 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         available: u64,
         _log: u64,
     ) -> VuResult<()> {
-        log::debug!(concat!("port {}: ", "SET_VRING_ADDR {}"), self.port.name, index);
+        log::debug!(
+            concat!("port {}: ", "SET_VRING_ADDR {}"),
+            self.port.name,
+            index
+        );
         let vq = self.vring_index(index)?;
         self.stop_ring(vq);
         if let Some(v) = self.vrings.get_mut(vq) {
@@ -370,7 +411,12 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_base(&mut self, index: u32, base: u32) -> VuResult<()> {
-        log::debug!(concat!("port {}: ", "SET_VRING_BASE {} {}"), self.port.name, index, base);
+        log::debug!(
+            concat!("port {}: ", "SET_VRING_BASE {} {}"),
+            self.port.name,
+            index,
+            base
+        );
         let vq = self.vring_index(index)?;
         let base = u16::try_from(base).map_err(|_| VuError::InvalidParam)?;
         if self.vrings.get(vq).is_some_and(|v| v.running) {
@@ -383,7 +429,11 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn get_vring_base(&mut self, index: u32) -> VuResult<VhostUserVringState> {
-        log::debug!(concat!("port {}: ", "GET_VRING_BASE {}"), self.port.name, index);
+        log::debug!(
+            concat!("port {}: ", "GET_VRING_BASE {}"),
+            self.port.name,
+            index
+        );
         let vq = self.vring_index(index)?;
         self.stop_ring(vq);
         let v = self.vrings.get_mut(vq).ok_or(VuError::InvalidParam)?;
@@ -395,7 +445,12 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
-        log::debug!(concat!("port {}: ", "SET_VRING_KICK {} fd={}"), self.port.name, index, fd.is_some());
+        log::debug!(
+            concat!("port {}: ", "SET_VRING_KICK {} fd={}"),
+            self.port.name,
+            index,
+            fd.is_some()
+        );
         let vq = self.vring_index(u32::from(index))?;
         self.stop_ring(vq);
         if let Some(v) = self.vrings.get_mut(vq) {
@@ -408,7 +463,12 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_call(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
-        log::debug!(concat!("port {}: ", "SET_VRING_CALL {} fd={}"), self.port.name, index, fd.is_some());
+        log::debug!(
+            concat!("port {}: ", "SET_VRING_CALL {} fd={}"),
+            self.port.name,
+            index,
+            fd.is_some()
+        );
         let vq = self.vring_index(u32::from(index))?;
         let was = self.vrings.get(vq).is_some_and(|v| v.running);
         self.stop_ring(vq);
@@ -441,7 +501,10 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     fn set_protocol_features(&mut self, features: u64) -> VuResult<()> {
         let ours = protocol_features() | VhostUserProtocolFeatures::REPLY_ACK;
         if features & !ours.bits() != 0 {
-            warn_rl!("port {}: unoffered protocol features {features:#x}", self.port.name);
+            warn_rl!(
+                "port {}: unoffered protocol features {features:#x}",
+                self.port.name
+            );
             return Err(VuError::InvalidParam);
         }
         self.protocol = features;
@@ -458,7 +521,12 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
     }
 
     fn set_vring_enable(&mut self, index: u32, enable: bool) -> VuResult<()> {
-        log::debug!(concat!("port {}: ", "SET_VRING_ENABLE {} {}"), self.port.name, index, enable);
+        log::debug!(
+            concat!("port {}: ", "SET_VRING_ENABLE {} {}"),
+            self.port.name,
+            index,
+            enable
+        );
         let vq = self.vring_index(index)?;
         if let Some(v) = self.vrings.get_mut(vq) {
             v.enabled = enable;
@@ -466,11 +534,21 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         self.sync_ring(vq)
     }
 
-    fn get_config(&mut self, _offset: u32, _size: u32, _flags: VhostUserConfigFlags) -> VuResult<Vec<u8>> {
+    fn get_config(
+        &mut self,
+        _offset: u32,
+        _size: u32,
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<Vec<u8>> {
         Err(invalid("config space is not offered"))
     }
 
-    fn set_config(&mut self, _offset: u32, _buf: &[u8], _flags: VhostUserConfigFlags) -> VuResult<()> {
+    fn set_config(
+        &mut self,
+        _offset: u32,
+        _buf: &[u8],
+        _flags: VhostUserConfigFlags,
+    ) -> VuResult<()> {
         Err(invalid("config space is not offered"))
     }
 
@@ -482,7 +560,10 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         Err(invalid("shared objects are not offered"))
     }
 
-    fn get_inflight_fd(&mut self, _inflight: &VhostUserInflight) -> VuResult<(VhostUserInflight, File)> {
+    fn get_inflight_fd(
+        &mut self,
+        _inflight: &VhostUserInflight,
+    ) -> VuResult<(VhostUserInflight, File)> {
         Err(invalid("inflight tracking is not offered"))
     }
 
@@ -501,7 +582,10 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         _postcopy: Option<bool>,
     ) -> VuResult<Option<VhostUserMemoryRegionBase>> {
         let spec = region_spec(region, fd);
-        let base = self.mem.clone().unwrap_or_else(|| Arc::new(GuestMem::empty()));
+        let base = self
+            .mem
+            .clone()
+            .unwrap_or_else(|| Arc::new(GuestMem::empty()));
         if base.has_region(&spec) {
             // QEMU repeats ADD_MEM_REG once per queue pair: nothing to do.
             return Ok(None);

@@ -12,12 +12,15 @@ fn epoch() -> Instant {
 /// Whether a call site whose last emission time is in `last` may log now:
 /// at most one line per second per site.
 pub fn allow(last: &AtomicU64) -> bool {
-    let now_ms = u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1000);
+    let now_ms = u64::try_from(epoch().elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1000);
     let prev = last.load(Ordering::Relaxed);
     if now_ms.saturating_sub(prev) < 1000 {
         return false;
     }
-    last.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    last.compare_exchange(prev, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+        .is_ok()
 }
 
 /// `log::warn!` limited to one line per second at this call site.

@@ -84,12 +84,20 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl WorkerHandle {
     /// Spawns the worker of pair `index` on `backend`.
-    pub fn spawn(port: Arc<Port>, index: usize, backend: Box<dyn Backend>) -> std::io::Result<Self> {
+    pub fn spawn(
+        port: Arc<Port>,
+        index: usize,
+        backend: Box<dyn Backend>,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel();
         let wake = EventFd::new(EFD_NONBLOCK)?;
         let wake2 = wake.try_clone()?;
         let epoll = Epoll::new()?;
-        epoll.ctl(ControlOperation::Add, wake2.as_raw_fd(), EpollEvent::new(EventSet::IN, TOKEN_CTRL))?;
+        epoll.ctl(
+            ControlOperation::Add,
+            wake2.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, TOKEN_CTRL),
+        )?;
         let name = format!("vhostd-{}-q{}", port.name, index);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let mut w = Worker {
@@ -104,7 +112,11 @@ impl WorkerHandle {
             };
             w.run();
         })?;
-        Ok(WorkerHandle { tx, wake, thread: Some(thread) })
+        Ok(WorkerHandle {
+            tx,
+            wake,
+            thread: Some(thread),
+        })
     }
 
     fn send(&self, cmd: Cmd) -> bool {
@@ -117,7 +129,8 @@ impl WorkerHandle {
         if !self.send(Cmd::Start(dir, Box::new(ring), rtx)) {
             return Err("worker is gone".into());
         }
-        rrx.recv_timeout(REPLY_TIMEOUT).map_err(|_| "worker did not answer".to_string())?
+        rrx.recv_timeout(REPLY_TIMEOUT)
+            .map_err(|_| "worker did not answer".to_string())?
     }
 
     /// Stops a ring; returns its next avail index if it was running.
@@ -183,7 +196,11 @@ impl Worker {
         let mut events = vec![EpollEvent::default(); 8];
         let mut more = false;
         loop {
-            let poll_kickless = self.rings.iter().flatten().any(|r| r.kick.is_none() && !r.broken);
+            let poll_kickless = self
+                .rings
+                .iter()
+                .flatten()
+                .any(|r| r.kick.is_none() && !r.broken);
             let timeout = if more {
                 0
             } else if poll_kickless {
@@ -195,7 +212,11 @@ impl Worker {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::error!("port {} queue pair {}: epoll failed: {e}", self.port.name, self.index);
+                    log::error!(
+                        "port {} queue pair {}: epoll failed: {e}",
+                        self.port.name,
+                        self.index
+                    );
                     return;
                 }
             };
@@ -278,8 +299,15 @@ impl Worker {
                 if let Some(f) = r.err.as_ref() {
                     signal_eventfd(f);
                 }
-                let guest = if e.is_guest_fault() { "guest" } else { "front-end" };
-                warn_rl!("port {} queue {vq}: ring stopped ({guest} fault): {e}", self.port.name);
+                let guest = if e.is_guest_fault() {
+                    "guest"
+                } else {
+                    "front-end"
+                };
+                warn_rl!(
+                    "port {} queue {vq}: ring stopped ({guest} fault): {e}",
+                    self.port.name
+                );
                 self.port.broken.store(true, Ordering::Relaxed);
                 self.port.set_error(format!("queue {vq}: {e}"));
                 false
@@ -290,7 +318,10 @@ impl Worker {
     fn publish(&mut self) {
         for dir in [Dir::Rx, Dir::Tx] {
             let vq = self.vq(dir);
-            if let (Some(r), Some(c)) = (self.rings[dir as usize].as_mut(), self.port.counters.get(vq)) {
+            if let (Some(r), Some(c)) = (
+                self.rings[dir as usize].as_mut(),
+                self.port.counters.get(vq),
+            ) {
                 c.add(&r.stats);
                 r.stats = QueueStats::default();
             }
@@ -303,10 +334,21 @@ impl Worker {
         let Some(fd) = self.qp.backend().rx_fd() else {
             return;
         };
-        let want = self.rings[Dir::Rx as usize].as_ref().is_some_and(|r| !r.broken) && !self.qp.rx_blocked();
+        let want = self.rings[Dir::Rx as usize]
+            .as_ref()
+            .is_some_and(|r| !r.broken)
+            && !self.qp.rx_blocked();
         if want != self.backend_armed {
-            let op = if want { ControlOperation::Add } else { ControlOperation::Delete };
-            if self.epoll.ctl(op, fd, EpollEvent::new(EventSet::IN, TOKEN_BACKEND)).is_ok() {
+            let op = if want {
+                ControlOperation::Add
+            } else {
+                ControlOperation::Delete
+            };
+            if self
+                .epoll
+                .ctl(op, fd, EpollEvent::new(EventSet::IN, TOKEN_BACKEND))
+                .is_ok()
+            {
                 self.backend_armed = want;
             }
         }
@@ -343,11 +385,17 @@ impl Worker {
     fn start(&mut self, dir: Dir, ring: RingStart) -> Result<(), String> {
         self.stop(dir);
         if *self.qp.config() != ring.cfg {
-            self.qp.configure(ring.cfg).map_err(|e| format!("back-end configure failed: {e}"))?;
+            self.qp
+                .configure(ring.cfg)
+                .map_err(|e| format!("back-end configure failed: {e}"))?;
         }
         if let Some(k) = ring.kick.as_ref() {
             self.epoll
-                .ctl(ControlOperation::Add, k.as_raw_fd(), EpollEvent::new(EventSet::IN, Self::kick_token(dir)))
+                .ctl(
+                    ControlOperation::Add,
+                    k.as_raw_fd(),
+                    EpollEvent::new(EventSet::IN, Self::kick_token(dir)),
+                )
                 .map_err(|e| format!("epoll add kick failed: {e}"))?;
         }
         let vq = self.vq(dir);
@@ -378,7 +426,11 @@ impl Worker {
     fn stop(&mut self, dir: Dir) -> Option<u16> {
         let ring = self.rings[dir as usize].take()?;
         if let Some(k) = ring.kick.as_ref() {
-            let _ = self.epoll.ctl(ControlOperation::Delete, k.as_raw_fd(), EpollEvent::default());
+            let _ = self.epoll.ctl(
+                ControlOperation::Delete,
+                k.as_raw_fd(),
+                EpollEvent::default(),
+            );
         }
         if let Some(c) = self.port.counters.get(self.vq(dir)) {
             c.add(&ring.stats);
@@ -394,4 +446,3 @@ impl Worker {
         q.map(|q| q.next_avail())
     }
 }
-

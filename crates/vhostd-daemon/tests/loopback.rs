@@ -1,3 +1,8 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 //! The whole daemon in-process: fake guest <-> vhost-user <-> loopback.
 
 mod common;
@@ -33,7 +38,10 @@ fn test_loopback_frames_return_in_order_with_counters() {
 #[test]
 fn test_loopback_large_frames_mergeable() {
     let d = Daemon::loopback(1);
-    let (mut g, _h) = d.guest(GuestOptions { buf_size: 1024, ..Default::default() });
+    let (mut g, _h) = d.guest(GuestOptions {
+        buf_size: 1024,
+        ..Default::default()
+    });
     let f = eth_frame(9000, 7);
     assert!(g.send(0, &f));
     let got = g.recv_n(0, 1, T);
@@ -44,7 +52,8 @@ fn test_loopback_large_frames_mergeable() {
 fn test_loopback_without_mergeable_or_event_idx() {
     let d = Daemon::loopback(1);
     let opts = GuestOptions {
-        features: GuestOptions::default().features & !(VIRTIO_NET_F_MRG_RXBUF | VIRTIO_RING_F_EVENT_IDX),
+        features: GuestOptions::default().features
+            & !(VIRTIO_NET_F_MRG_RXBUF | VIRTIO_RING_F_EVENT_IDX),
         ..Default::default()
     };
     let (mut g, _h) = d.guest(opts);
@@ -58,7 +67,10 @@ fn test_loopback_without_mergeable_or_event_idx() {
 #[test]
 fn test_loopback_two_queue_pairs_independent() {
     let d = Daemon::loopback(2);
-    let (mut g, _h) = d.guest(GuestOptions { queue_pairs: 2, ..Default::default() });
+    let (mut g, _h) = d.guest(GuestOptions {
+        queue_pairs: 2,
+        ..Default::default()
+    });
     let a = eth_frame(100, 1);
     let b = eth_frame(200, 2);
     g.send(0, &a);
@@ -81,13 +93,21 @@ fn test_disconnect_resets_and_next_connection_works() {
         h.join().unwrap();
         assert!(!d.port.running[0].load(std::sync::atomic::Ordering::Relaxed));
     }
-    assert_eq!(d.port.connections.load(std::sync::atomic::Ordering::Relaxed), 3);
+    assert_eq!(
+        d.port
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed),
+        3
+    );
 }
 
 #[test]
 fn test_rx_without_buffers_waits_then_delivers() {
     let d = Daemon::loopback(1);
-    let (mut g, _h) = d.guest(GuestOptions { rx_buffers: 0, ..Default::default() });
+    let (mut g, _h) = d.guest(GuestOptions {
+        rx_buffers: 0,
+        ..Default::default()
+    });
     let f = eth_frame(500, 3);
     g.send(0, &f);
     std::thread::sleep(Duration::from_millis(50));

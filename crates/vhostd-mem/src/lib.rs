@@ -21,9 +21,7 @@ use std::fs::File;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use vm_memory::{
-    Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion,
-};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 /// The most regions one table may hold (the vhost-user `VHOST_MEMORY_BAX_NREGIONS`
 /// for `SET_MEM_TABLE` is 8; with `CONFIGURE_MEM_SLOTS` we advertise this many).
@@ -187,8 +185,8 @@ impl GuestMem {
         }
         checked_end(spec.guest_phys_addr, spec.memory_size).ok_or(bad("gpa + size overflows"))?;
         checked_end(spec.user_addr, spec.memory_size).ok_or(bad("user_addr + size overflows"))?;
-        let file_end =
-            checked_end(spec.mmap_offset, spec.memory_size).ok_or(bad("offset + size overflows"))?;
+        let file_end = checked_end(spec.mmap_offset, spec.memory_size)
+            .ok_or(bad("offset + size overflows"))?;
         let size = usize::try_from(spec.memory_size).map_err(|_| bad("size too large"))?;
         // THREATS C9/C10: look at the fd before mapping it. A regular file or a
         // memfd must hold the whole range; anything else (socket, pipe,
@@ -222,16 +220,17 @@ impl GuestMem {
             for j in (i + 1)..regions.len() {
                 let (a, b) = (&regions[i], &regions[j]);
                 let gpa_overlap = a.gpa < b.gpa + b.size && b.gpa < a.gpa + a.size;
-                let va_overlap = a.user_addr < b.user_addr + b.size
-                    && b.user_addr < a.user_addr + a.size;
+                let va_overlap =
+                    a.user_addr < b.user_addr + b.size && b.user_addr < a.user_addr + a.size;
                 if gpa_overlap || va_overlap {
                     return Err(MemError::Overlap(i, j));
                 }
             }
         }
         regions.sort_by_key(|r| r.gpa);
-        let mem = GuestMemoryMmap::from_arc_regions(regions.iter().map(|r| r.mapping.clone()).collect())
-            .map_err(MemError::Table)?;
+        let mem =
+            GuestMemoryMmap::from_arc_regions(regions.iter().map(|r| r.mapping.clone()).collect())
+                .map_err(MemError::Table)?;
         Ok(GuestMem { regions, mem })
     }
 

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 use super::*;
 use std::io::Write;
 
@@ -70,7 +75,10 @@ fn test_mem_overflowing_region_rejected() {
     assert!(matches!(r, Err(MemError::InvalidRegion { .. })));
     let mut s = spec(0, 0x1000, 0, memfd(0x1000));
     s.mmap_offset = u64::MAX;
-    assert!(matches!(GuestMem::from_specs(vec![s]), Err(MemError::InvalidRegion { .. })));
+    assert!(matches!(
+        GuestMem::from_specs(vec![s]),
+        Err(MemError::InvalidRegion { .. })
+    ));
 }
 
 #[test]
@@ -121,7 +129,10 @@ fn test_mem_too_many_regions_rejected() {
     let specs = (0..=MAX_REGIONS as u64)
         .map(|i| spec(i * 0x1000, 0x1000, i * 0x1000, memfd(0x1000)))
         .collect();
-    assert!(matches!(GuestMem::from_specs(specs), Err(MemError::TooManyRegions(_))));
+    assert!(matches!(
+        GuestMem::from_specs(specs),
+        Err(MemError::TooManyRegions(_))
+    ));
 }
 
 #[test]

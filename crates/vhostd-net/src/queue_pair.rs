@@ -45,7 +45,11 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    const IDLE: Outcome = Outcome { status: Status::Idle, call: false, published: false };
+    const IDLE: Outcome = Outcome {
+        status: Status::Idle,
+        call: false,
+        published: false,
+    };
 }
 
 enum Place {
@@ -141,7 +145,11 @@ impl QueuePair {
     /// Moves up to [`BURST`] packets guest -> back-end. Kicks stay disabled
     /// while there is work and are re-enabled (with a race re-check) when
     /// the ring is drained.
-    pub fn process_tx(&mut self, mem: &GuestMem, stats: &mut QueueStats) -> Result<Outcome, QueueError> {
+    pub fn process_tx(
+        &mut self,
+        mem: &GuestMem,
+        stats: &mut QueueStats,
+    ) -> Result<Outcome, QueueError> {
         let Some(q) = self.tx.as_mut() else {
             return Ok(Outcome::IDLE);
         };
@@ -152,7 +160,14 @@ impl QueuePair {
                 if !q.pop(mem, &mut self.tx_chain)? {
                     break;
                 }
-                Self::tx_one(&self.tx_chain, mem, &mut self.tx_buf, self.backend.as_mut(), &self.cfg, stats);
+                Self::tx_one(
+                    &self.tx_chain,
+                    mem,
+                    &mut self.tx_buf,
+                    self.backend.as_mut(),
+                    &self.cfg,
+                    stats,
+                );
                 q.add_used(mem, self.tx_chain.head(), 0)?;
                 done += 1;
             }
@@ -165,7 +180,11 @@ impl QueuePair {
             }
             break Status::Idle;
         };
-        let mut out = Outcome { status, call: false, published: false };
+        let mut out = Outcome {
+            status,
+            call: false,
+            published: false,
+        };
         if done > 0 {
             q.publish_used(mem)?;
             out.call = q.needs_notification(mem)?;
@@ -226,7 +245,11 @@ impl QueuePair {
     }
 
     /// Moves up to [`BURST`] packets back-end -> guest.
-    pub fn process_rx(&mut self, mem: &GuestMem, stats: &mut QueueStats) -> Result<Outcome, QueueError> {
+    pub fn process_rx(
+        &mut self,
+        mem: &GuestMem,
+        stats: &mut QueueStats,
+    ) -> Result<Outcome, QueueError> {
         let Some(q) = self.rx.as_mut() else {
             return Ok(Outcome::IDLE);
         };
@@ -282,7 +305,11 @@ impl QueuePair {
                 }
             }
         };
-        let mut out = Outcome { status, call: false, published: false };
+        let mut out = Outcome {
+            status,
+            call: false,
+            published: false,
+        };
         if used > 0 {
             q.publish_used(mem)?;
             out.call = q.needs_notification(mem)?;
@@ -341,7 +368,10 @@ impl QueuePair {
                 return Ok(Place::Dropped);
             }
             let n = wlen.min(len - off);
-            let written = !bad && pkt.get(off..off + n).is_some_and(|part| c.write_at(mem, 0, part));
+            let written = !bad
+                && pkt
+                    .get(off..off + n)
+                    .is_some_and(|part| c.write_at(mem, 0, part));
             if !written {
                 // A bad RX chain is completed with length 0. Chains taken
                 // before it in this packet cannot be given back past a

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 use std::collections::VecDeque;
 use std::os::unix::io::RawFd;
 
@@ -90,7 +95,11 @@ fn rx_frames(r: &mut Rig) -> Vec<Vec<u8>> {
     let mut it = used.into_iter();
     while let Some((id, len)) = it.next() {
         let mut d = r.rx.take_rx(id, len);
-        let n = if r.cfg.mrg_rxbuf { u16::from_le_bytes([d[10], d[11]]) } else { 1 };
+        let n = if r.cfg.mrg_rxbuf {
+            u16::from_le_bytes([d[10], d[11]])
+        } else {
+            1
+        };
         for _ in 1..n {
             let (id2, len2) = it.next().expect("num_buffers promised more");
             d.extend(r.rx.take_rx(id2, len2));
@@ -120,7 +129,11 @@ fn test_qp_loopback_mergeable_roundtrip_large_frame() {
     assert_eq!(got.len(), 1);
     let g = &got[0];
     assert_eq!(g.len(), f.len());
-    assert_eq!(u16::from_le_bytes([g[10], g[11]]), 3, "5012 bytes need 3 buffers of 2048");
+    assert_eq!(
+        u16::from_le_bytes([g[10], g[11]]),
+        3,
+        "5012 bytes need 3 buffers of 2048"
+    );
     // MACs swapped by loopback, payload intact
     assert_eq!(&g[12..18], &f[18..24]);
     assert_eq!(&g[24..], &f[24..]);
@@ -199,7 +212,18 @@ fn test_qp_tx_short_chain_dropped_malformed_and_completed() {
 fn test_qp_tx_writable_descriptor_dropped_malformed() {
     let mut r = rig(V1, Box::new(FakeBackend::default()), 16, 2048);
     let a = r.tx.buf_addr(0);
-    r.tx.push_raw(&[(0, RawDesc { addr: a, len: 100, flags: 2, next: 0 })], 0);
+    r.tx.push_raw(
+        &[(
+            0,
+            RawDesc {
+                addr: a,
+                len: 100,
+                flags: 2,
+                next: 0,
+            },
+        )],
+        0,
+    );
     let mut st = QueueStats::default();
     r.qp.process_tx(&r.m.mem, &mut st).unwrap();
     assert_eq!(st.dropped_malformed, 1);
@@ -209,7 +233,18 @@ fn test_qp_tx_writable_descriptor_dropped_malformed() {
 #[test]
 fn test_qp_tx_bad_chain_completed_with_len0_and_counted() {
     let mut r = rig(V1, Box::new(FakeBackend::default()), 16, 2048);
-    r.tx.push_raw(&[(5, RawDesc { addr: 0xdead_0000_0000, len: 100, flags: 0, next: 0 })], 5);
+    r.tx.push_raw(
+        &[(
+            5,
+            RawDesc {
+                addr: 0xdead_0000_0000,
+                len: 100,
+                flags: 0,
+                next: 0,
+            },
+        )],
+        5,
+    );
     let mut st = QueueStats::default();
     r.qp.process_tx(&r.m.mem, &mut st).unwrap();
     assert_eq!((st.bad_chains, st.drops), (1, 1));
@@ -233,7 +268,18 @@ fn test_qp_rx_readable_chain_is_bad_and_completed_empty() {
     be.inbound.push_back(frame(60, 7));
     let mut r = rig(V1 | MRG, Box::new(be), 16, 2048);
     let a = r.rx.buf_addr(15);
-    r.rx.push_raw(&[(15, RawDesc { addr: a, len: 2048, flags: 0, next: 0 })], 15);
+    r.rx.push_raw(
+        &[(
+            15,
+            RawDesc {
+                addr: a,
+                len: 2048,
+                flags: 0,
+                next: 0,
+            },
+        )],
+        15,
+    );
     r.rx.post_rx(1, 2048);
     let mut st = QueueStats::default();
     r.qp.process_rx(&r.m.mem, &mut st).unwrap();
@@ -276,7 +322,10 @@ fn test_qp_tx_event_idx_suppresses_calls() {
     r.tx.set_used_event(100);
     let mut st = QueueStats::default();
     r.tx.send_tx(&frame(60, 1)).unwrap();
-    assert!(r.qp.process_tx(&r.m.mem, &mut st).unwrap().call, "first decision notifies");
+    assert!(
+        r.qp.process_tx(&r.m.mem, &mut st).unwrap().call,
+        "first decision notifies"
+    );
     for (id, _) in r.tx.used() {
         r.tx.complete_tx(id);
     }
@@ -294,7 +343,10 @@ fn test_hdr_rules() {
     p[6] = 90;
     p[8] = 10;
     assert_eq!(validate_tx(&p, &none), Err(HdrError::CsumNotNegotiated));
-    assert_eq!(validate_tx(&p, &all), Err(HdrError::CsumOutOfFrame(90, 10, 100)));
+    assert_eq!(
+        validate_tx(&p, &all),
+        Err(HdrError::CsumOutOfFrame(90, 10, 100))
+    );
     p[8] = 8;
     assert_eq!(validate_tx(&p, &all), Ok(()));
     p[1] = 1; // TCPv4
@@ -302,14 +354,35 @@ fn test_hdr_rules() {
     p[4] = 0xb4;
     p[5] = 5;
     assert_eq!(validate_tx(&p, &all), Ok(()));
-    assert_eq!(validate_tx(&p, &NetConfig { host_tso4: false, ..all }), Err(HdrError::GsoNotNegotiated(1)));
+    assert_eq!(
+        validate_tx(
+            &p,
+            &NetConfig {
+                host_tso4: false,
+                ..all
+            }
+        ),
+        Err(HdrError::GsoNotNegotiated(1))
+    );
     p[1] = 2;
     assert_eq!(validate_tx(&p, &all), Err(HdrError::UnknownGso(2)));
     p[1] = 0x81;
-    assert_eq!(validate_tx(&p, &NetConfig { host_ecn: false, ..all }), Err(HdrError::GsoNotNegotiated(0x81)));
+    assert_eq!(
+        validate_tx(
+            &p,
+            &NetConfig {
+                host_ecn: false,
+                ..all
+            }
+        ),
+        Err(HdrError::GsoNotNegotiated(0x81))
+    );
     p[1] = 1;
     p[2] = 200;
-    assert_eq!(validate_tx(&p, &all), Err(HdrError::HdrLenOutOfFrame(200, 100)));
+    assert_eq!(
+        validate_tx(&p, &all),
+        Err(HdrError::HdrLenOutOfFrame(200, 100))
+    );
 }
 
 #[test]
@@ -317,6 +390,10 @@ fn test_features_hdr_len_follows_acked_set() {
     assert_eq!(NetConfig::from_features(0).hdr_len, 10);
     assert_eq!(NetConfig::from_features(MRG).hdr_len, 12);
     assert_eq!(NetConfig::from_features(V1).hdr_len, 12);
-    assert_eq!(offered(false) & (1 << 0), 0, "no csum offered without offload back-end");
+    assert_eq!(
+        offered(false) & (1 << 0),
+        0,
+        "no csum offered without offload back-end"
+    );
     assert_ne!(offered(true) & (1 << 0), 0);
 }

@@ -32,7 +32,17 @@ impl DriverLayout {
         let used = (avail + 6 + 2 * n + 4095) & !4095;
         let data = (used + 6 + 8 * n + 4095) & !4095;
         let end = data + n * u64::from(buf_size);
-        (DriverLayout { size, desc, avail, used, data, buf_size }, end)
+        (
+            DriverLayout {
+                size,
+                desc,
+                avail,
+                used,
+                data,
+                buf_size,
+            },
+            end,
+        )
     }
 }
 
@@ -67,9 +77,15 @@ impl FakeDriver {
         };
         // clean rings
         let n = u64::from(layout.size);
-        d.mem.write(layout.desc, &vec![0u8; (16 * n) as usize]).unwrap();
-        d.mem.write(layout.avail, &vec![0u8; (6 + 2 * n) as usize]).unwrap();
-        d.mem.write(layout.used, &vec![0u8; (6 + 8 * n) as usize]).unwrap();
+        d.mem
+            .write(layout.desc, &vec![0u8; (16 * n) as usize])
+            .unwrap();
+        d.mem
+            .write(layout.avail, &vec![0u8; (6 + 2 * n) as usize])
+            .unwrap();
+        d.mem
+            .write(layout.used, &vec![0u8; (6 + 8 * n) as usize])
+            .unwrap();
         d
     }
 
@@ -87,7 +103,9 @@ impl FakeDriver {
         raw[8..12].copy_from_slice(&d.len.to_le_bytes());
         raw[12..14].copy_from_slice(&d.flags.to_le_bytes());
         raw[14..].copy_from_slice(&d.next.to_le_bytes());
-        self.mem.write(self.layout.desc + 16 * u64::from(i), &raw).unwrap();
+        self.mem
+            .write(self.layout.desc + 16 * u64::from(i), &raw)
+            .unwrap();
     }
 
     pub fn buf_addr(&self, i: u16) -> u64 {
@@ -97,7 +115,9 @@ impl FakeDriver {
     /// Publishes `head` in the avail ring and bumps avail.idx (release).
     pub fn publish(&mut self, head: u16) {
         let slot = u64::from(self.avail_idx % self.layout.size);
-        self.mem.write_u16(self.layout.avail + 4 + 2 * slot, head).unwrap();
+        self.mem
+            .write_u16(self.layout.avail + 4 + 2 * slot, head)
+            .unwrap();
         self.avail_idx = self.avail_idx.wrapping_add(1);
         self.mem
             .store_u16(self.layout.avail + 2, self.avail_idx, Ordering::Release)
@@ -107,7 +127,9 @@ impl FakeDriver {
     /// Sets avail.idx to any value (hostile: index jumps).
     pub fn set_avail_idx(&mut self, v: u16) {
         self.avail_idx = v;
-        self.mem.store_u16(self.layout.avail + 2, v, Ordering::Release).unwrap();
+        self.mem
+            .store_u16(self.layout.avail + 2, v, Ordering::Release)
+            .unwrap();
     }
 
     pub fn avail_idx(&self) -> u16 {
@@ -168,7 +190,15 @@ impl FakeDriver {
             raw[14..].copy_from_slice(&d.next.to_le_bytes());
             self.mem.write(table + 16 * k as u64, &raw).unwrap();
         }
-        self.write_desc(head, RawDesc { addr: table, len: (16 * pieces) as u32, flags: F_INDIRECT, next: 0 });
+        self.write_desc(
+            head,
+            RawDesc {
+                addr: table,
+                len: (16 * pieces) as u32,
+                flags: F_INDIRECT,
+                next: 0,
+            },
+        );
         let mut all = vec![head];
         all.extend(data);
         self.inflight.insert(head, all);
@@ -219,7 +249,9 @@ impl FakeDriver {
     }
 
     pub fn used_idx(&self) -> u16 {
-        self.mem.load_u16(self.layout.used + 2, Ordering::Acquire).unwrap()
+        self.mem
+            .load_u16(self.layout.used + 2, Ordering::Acquire)
+            .unwrap()
     }
 
     /// Reads new used entries: (id, len), and frees their descriptors.
@@ -229,7 +261,9 @@ impl FakeDriver {
         while self.last_used != idx {
             let slot = u64::from(self.last_used % self.layout.size);
             let mut e = [0u8; 8];
-            self.mem.read(self.layout.used + 4 + 8 * slot, &mut e).unwrap();
+            self.mem
+                .read(self.layout.used + 4 + 8 * slot, &mut e)
+                .unwrap();
             let id = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as u16;
             let len = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
             out.push((id, len));
@@ -264,7 +298,9 @@ impl FakeDriver {
 
     pub fn set_used_event(&self, v: u16) {
         let n = u64::from(self.layout.size);
-        self.mem.write_u16(self.layout.avail + 4 + 2 * n, v).unwrap();
+        self.mem
+            .write_u16(self.layout.avail + 4 + 2 * n, v)
+            .unwrap();
     }
 
     pub fn set_avail_flags(&self, v: u16) {

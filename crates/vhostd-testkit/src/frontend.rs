@@ -51,7 +51,11 @@ impl TestMemory {
             file: file.clone(),
         }])
         .unwrap();
-        TestMemory { file, mem: Arc::new(mem), size }
+        TestMemory {
+            file,
+            mem: Arc::new(mem),
+            size,
+        }
     }
 
     pub fn region_info(&self) -> VhostUserMemoryRegionInfo {
@@ -78,7 +82,9 @@ impl std::fmt::Debug for FakeFrontend {
 
 impl FakeFrontend {
     pub fn new(stream: UnixStream, max_queues: u64) -> Self {
-        FakeFrontend { fe: Frontend::from_stream(stream, max_queues) }
+        FakeFrontend {
+            fe: Frontend::from_stream(stream, max_queues),
+        }
     }
 }
 
@@ -192,7 +198,16 @@ impl FakeGuest {
                 tx.push(d);
             }
         }
-        let mut g = FakeGuest { frontend, memory, rx, tx, calls, kicks, features, opts };
+        let mut g = FakeGuest {
+            frontend,
+            memory,
+            rx,
+            tx,
+            calls,
+            kicks,
+            features,
+            opts,
+        };
         for qp in 0..opts.queue_pairs {
             g.refill_rx(qp, opts.rx_buffers);
         }
@@ -255,7 +270,11 @@ impl FakeGuest {
                 frames.push(Vec::new());
                 continue;
             }
-            let nbuf = if mrg { u16::from_le_bytes([data[10], data[11]]).max(1) } else { 1 };
+            let nbuf = if mrg {
+                u16::from_le_bytes([data[10], data[11]]).max(1)
+            } else {
+                1
+            };
             for _ in 1..nbuf {
                 if let Some((id2, len2)) = it.next() {
                     let more = self.rx[qp].take_rx(id2, len2);

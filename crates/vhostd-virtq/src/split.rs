@@ -13,8 +13,8 @@ use vhostd_mem::GuestMem;
 
 use crate::chain::{Chain, ChainError, Segment};
 use crate::{
-    QueueError, MAX_INDIRECT_DESCS, MAX_QUEUE_SIZE, VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT,
-    VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
+    QueueError, MAX_INDIRECT_DESCS, MAX_QUEUE_SIZE, VRING_AVAIL_F_NO_INTERRUPT,
+    VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
 };
 
 const DESC_SIZE: u64 = 16;
@@ -74,13 +74,21 @@ impl SplitQueue {
             return Err(QueueError::InvalidSize(u32::from(size)));
         }
         // virtio 1.2 §2.7: alignment 16 / 2 / 4 (THREATS C11).
-        for (name, addr, align) in [("desc", cfg.desc, 16), ("avail", cfg.avail, 2), ("used", cfg.used, 4)] {
+        for (name, addr, align) in [
+            ("desc", cfg.desc, 16),
+            ("avail", cfg.avail, 2),
+            ("used", cfg.used, 4),
+        ] {
             if addr % align != 0 {
                 return Err(QueueError::Misaligned(name, addr));
             }
         }
         let (dl, al, ul) = ring_sizes(size);
-        for (name, addr, len) in [("desc", cfg.desc, dl), ("avail", cfg.avail, al), ("used", cfg.used, ul)] {
+        for (name, addr, len) in [
+            ("desc", cfg.desc, dl),
+            ("avail", cfg.avail, al),
+            ("used", cfg.used, ul),
+        ] {
             mem.check_range(addr, len)
                 .map_err(|_| QueueError::RingNotMapped(name, addr))?;
         }
@@ -175,7 +183,9 @@ impl SplitQueue {
         // (THREATS C5: no double fetch).
         let mut raw = [0u8; 16];
         mem.read(table + DESC_SIZE * u64::from(idx), &mut raw)?;
-        let addr = u64::from_le_bytes([raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7]]);
+        let addr = u64::from_le_bytes([
+            raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
+        ]);
         let len = u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]);
         let flags = u16::from_le_bytes([raw[12], raw[13]]);
         let next = u16::from_le_bytes([raw[14], raw[15]]);
@@ -229,18 +239,28 @@ impl SplitQueue {
             let writable = flags & VRING_DESC_F_WRITE != 0;
             if writable {
                 seen_writable = true;
-                chain.writable = chain.writable.checked_add(len).ok_or(Walk::Bad(ChainError::TooLong))?;
+                chain.writable = chain
+                    .writable
+                    .checked_add(len)
+                    .ok_or(Walk::Bad(ChainError::TooLong))?;
             } else {
                 if seen_writable {
                     return Err(Walk::Bad(ChainError::ReadableAfterWritable));
                 }
-                chain.readable = chain.readable.checked_add(len).ok_or(Walk::Bad(ChainError::TooLong))?;
+                chain.readable = chain
+                    .readable
+                    .checked_add(len)
+                    .ok_or(Walk::Bad(ChainError::TooLong))?;
             }
             if chain.readable.checked_add(chain.writable).is_none() {
                 return Err(Walk::Bad(ChainError::TooLong));
             }
             if len > 0 {
-                chain.segs.push(Segment { addr, len, writable });
+                chain.segs.push(Segment {
+                    addr,
+                    len,
+                    writable,
+                });
             }
             if flags & VRING_DESC_F_NEXT == 0 {
                 return Ok(());
@@ -309,7 +329,11 @@ impl SplitQueue {
     pub fn enable_notification(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {
         let seen = self.avail_shadow;
         if self.event_idx {
-            mem.store_u16(self.used + 4 + 8 * u64::from(self.size), seen.0, Ordering::Relaxed)?;
+            mem.store_u16(
+                self.used + 4 + 8 * u64::from(self.size),
+                seen.0,
+                Ordering::Relaxed,
+            )?;
         } else {
             mem.store_u16(self.used, 0, Ordering::Relaxed)?;
         }

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 use std::sync::Arc;
 
 use vhostd_testkit::{DriverLayout, FakeDriver, RawDesc, TestMemory};
@@ -81,7 +86,10 @@ fn test_split_avail_idx_jump_is_fatal() {
     let (m, mut drv, mut q) = setup(16, false);
     drv.set_avail_idx(17);
     let mut c = Chain::default();
-    assert!(matches!(q.pop(&m.mem, &mut c), Err(QueueError::AvailIdxJump { .. })));
+    assert!(matches!(
+        q.pop(&m.mem, &mut c),
+        Err(QueueError::AvailIdxJump { .. })
+    ));
 }
 
 #[test]
@@ -89,16 +97,33 @@ fn test_split_head_out_of_range_is_fatal() {
     let (m, mut drv, mut q) = setup(16, false);
     drv.push_raw(&[], 16);
     let mut c = Chain::default();
-    assert!(matches!(q.pop(&m.mem, &mut c), Err(QueueError::InvalidHead(16))));
+    assert!(matches!(
+        q.pop(&m.mem, &mut c),
+        Err(QueueError::InvalidHead(16))
+    ));
 }
 
 #[test]
 fn test_split_next_out_of_range_is_fatal() {
     let (m, mut drv, mut q) = setup(16, false);
     let a = drv.buf_addr(0);
-    drv.push_raw(&[(0, RawDesc { addr: a, len: 10, flags: 1, next: 99 })], 0);
+    drv.push_raw(
+        &[(
+            0,
+            RawDesc {
+                addr: a,
+                len: 10,
+                flags: 1,
+                next: 99,
+            },
+        )],
+        0,
+    );
     let mut c = Chain::default();
-    assert!(matches!(q.pop(&m.mem, &mut c), Err(QueueError::NextOutOfRange(0, 99))));
+    assert!(matches!(
+        q.pop(&m.mem, &mut c),
+        Err(QueueError::NextOutOfRange(0, 99))
+    ));
 }
 
 #[test]
@@ -107,21 +132,54 @@ fn test_split_descriptor_loop_detected() {
     let a = drv.buf_addr(0);
     drv.push_raw(
         &[
-            (0, RawDesc { addr: a, len: 0, flags: 1, next: 1 }),
-            (1, RawDesc { addr: a, len: 0, flags: 1, next: 0 }),
+            (
+                0,
+                RawDesc {
+                    addr: a,
+                    len: 0,
+                    flags: 1,
+                    next: 1,
+                },
+            ),
+            (
+                1,
+                RawDesc {
+                    addr: a,
+                    len: 0,
+                    flags: 1,
+                    next: 0,
+                },
+            ),
         ],
         0,
     );
     let mut c = Chain::default();
-    assert!(matches!(q.pop(&m.mem, &mut c), Err(QueueError::ChainLoop(0))));
+    assert!(matches!(
+        q.pop(&m.mem, &mut c),
+        Err(QueueError::ChainLoop(0))
+    ));
 }
 
 #[test]
 fn test_split_self_loop_len0_detected() {
     let (m, mut drv, mut q) = setup(16, false);
-    drv.push_raw(&[(3, RawDesc { addr: 0, len: 0, flags: 1, next: 3 })], 3);
+    drv.push_raw(
+        &[(
+            3,
+            RawDesc {
+                addr: 0,
+                len: 0,
+                flags: 1,
+                next: 3,
+            },
+        )],
+        3,
+    );
     let mut c = Chain::default();
-    assert!(matches!(q.pop(&m.mem, &mut c), Err(QueueError::ChainLoop(3))));
+    assert!(matches!(
+        q.pop(&m.mem, &mut c),
+        Err(QueueError::ChainLoop(3))
+    ));
 }
 
 fn pop_bad(descs: &[(u16, RawDesc)], head: u16) -> ChainError {
@@ -136,20 +194,53 @@ fn pop_bad(descs: &[(u16, RawDesc)], head: u16) -> ChainError {
 
 #[test]
 fn test_split_buffer_out_of_memory_is_bad_chain() {
-    let e = pop_bad(&[(0, RawDesc { addr: 0x4000_0000, len: 64, flags: 0, next: 0 })], 0);
+    let e = pop_bad(
+        &[(
+            0,
+            RawDesc {
+                addr: 0x4000_0000,
+                len: 64,
+                flags: 0,
+                next: 0,
+            },
+        )],
+        0,
+    );
     assert!(matches!(e, ChainError::AddressOutOfRange(..)));
 }
 
 #[test]
 fn test_split_buffer_crossing_end_of_memory_is_bad_chain() {
     let end = BASE + (4 << 20);
-    let e = pop_bad(&[(0, RawDesc { addr: end - 10, len: 64, flags: 0, next: 0 })], 0);
+    let e = pop_bad(
+        &[(
+            0,
+            RawDesc {
+                addr: end - 10,
+                len: 64,
+                flags: 0,
+                next: 0,
+            },
+        )],
+        0,
+    );
     assert!(matches!(e, ChainError::AddressOutOfRange(..)));
 }
 
 #[test]
 fn test_split_address_overflow_is_bad_chain() {
-    let e = pop_bad(&[(0, RawDesc { addr: u64::MAX - 4, len: 64, flags: 0, next: 0 })], 0);
+    let e = pop_bad(
+        &[(
+            0,
+            RawDesc {
+                addr: u64::MAX - 4,
+                len: 64,
+                flags: 0,
+                next: 0,
+            },
+        )],
+        0,
+    );
     assert!(matches!(e, ChainError::AddressOutOfRange(..)));
 }
 
@@ -158,8 +249,24 @@ fn test_split_readable_after_writable_is_bad_chain() {
     let a = BASE + 0x8000;
     let e = pop_bad(
         &[
-            (0, RawDesc { addr: a, len: 64, flags: VRING_DESC_F_WRITE | VRING_DESC_F_NEXT, next: 1 }),
-            (1, RawDesc { addr: a, len: 64, flags: 0, next: 0 }),
+            (
+                0,
+                RawDesc {
+                    addr: a,
+                    len: 64,
+                    flags: VRING_DESC_F_WRITE | VRING_DESC_F_NEXT,
+                    next: 1,
+                },
+            ),
+            (
+                1,
+                RawDesc {
+                    addr: a,
+                    len: 64,
+                    flags: 0,
+                    next: 0,
+                },
+            ),
         ],
         0,
     );
@@ -176,7 +283,18 @@ fn test_split_nested_indirect_is_bad_chain() {
     raw[8..12].copy_from_slice(&16u32.to_le_bytes());
     raw[12..14].copy_from_slice(&VRING_DESC_F_INDIRECT.to_le_bytes());
     m.mem.write(table, &raw).unwrap();
-    drv.push_raw(&[(0, RawDesc { addr: table, len: 16, flags: VRING_DESC_F_INDIRECT, next: 0 })], 0);
+    drv.push_raw(
+        &[(
+            0,
+            RawDesc {
+                addr: table,
+                len: 16,
+                flags: VRING_DESC_F_INDIRECT,
+                next: 0,
+            },
+        )],
+        0,
+    );
     let mut c = Chain::default();
     assert!(q.pop(&m.mem, &mut c).unwrap());
     assert_eq!(c.error(), Some(ChainError::NestedIndirect));
@@ -186,7 +304,18 @@ fn test_split_nested_indirect_is_bad_chain() {
 fn test_split_indirect_bad_len_is_bad_chain() {
     let a = BASE + 0x8000;
     for len in [0u32, 15, 17, 16 * (MAX_INDIRECT_DESCS + 1)] {
-        let e = pop_bad(&[(0, RawDesc { addr: a, len, flags: VRING_DESC_F_INDIRECT, next: 0 })], 0);
+        let e = pop_bad(
+            &[(
+                0,
+                RawDesc {
+                    addr: a,
+                    len,
+                    flags: VRING_DESC_F_INDIRECT,
+                    next: 0,
+                },
+            )],
+            0,
+        );
         assert_eq!(e, ChainError::BadIndirectLen(len));
     }
 }
@@ -195,7 +324,15 @@ fn test_split_indirect_bad_len_is_bad_chain() {
 fn test_split_indirect_with_next_is_bad_chain() {
     let a = BASE + 0x8000;
     let e = pop_bad(
-        &[(0, RawDesc { addr: a, len: 32, flags: VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT, next: 1 })],
+        &[(
+            0,
+            RawDesc {
+                addr: a,
+                len: 32,
+                flags: VRING_DESC_F_INDIRECT | VRING_DESC_F_NEXT,
+                next: 1,
+            },
+        )],
         0,
     );
     assert_eq!(e, ChainError::IndirectWithNext);
@@ -214,7 +351,18 @@ fn test_split_indirect_loop_is_bad_chain() {
         raw[14..].copy_from_slice(&(1 - k).to_le_bytes());
         m.mem.write(table + 16 * u64::from(k), &raw).unwrap();
     }
-    drv.push_raw(&[(0, RawDesc { addr: table, len: 32, flags: VRING_DESC_F_INDIRECT, next: 0 })], 0);
+    drv.push_raw(
+        &[(
+            0,
+            RawDesc {
+                addr: table,
+                len: 32,
+                flags: VRING_DESC_F_INDIRECT,
+                next: 0,
+            },
+        )],
+        0,
+    );
     let mut c = Chain::default();
     assert!(q.pop(&m.mem, &mut c).unwrap());
     assert_eq!(c.error(), Some(ChainError::IndirectLoop));
@@ -227,26 +375,78 @@ fn test_split_chain_length_overflow_is_bad_chain() {
     let a = BASE + 0x8000;
     let e = pop_bad(
         &[
-            (0, RawDesc { addr: a, len: u32::MAX, flags: VRING_DESC_F_NEXT, next: 1 }),
-            (1, RawDesc { addr: a, len: u32::MAX, flags: 0, next: 0 }),
+            (
+                0,
+                RawDesc {
+                    addr: a,
+                    len: u32::MAX,
+                    flags: VRING_DESC_F_NEXT,
+                    next: 1,
+                },
+            ),
+            (
+                1,
+                RawDesc {
+                    addr: a,
+                    len: u32::MAX,
+                    flags: 0,
+                    next: 0,
+                },
+            ),
         ],
         0,
     );
-    assert!(matches!(e, ChainError::AddressOutOfRange(..) | ChainError::TooLong));
+    assert!(matches!(
+        e,
+        ChainError::AddressOutOfRange(..) | ChainError::TooLong
+    ));
 }
 
 #[test]
 fn test_split_bad_config_rejected() {
     let m = TestMemory::new(1 << 20);
-    let ok = QueueConfig { size: 16, desc: BASE, avail: BASE + 0x1000, used: BASE + 0x2000, ..Default::default() };
+    let ok = QueueConfig {
+        size: 16,
+        desc: BASE,
+        avail: BASE + 0x1000,
+        used: BASE + 0x2000,
+        ..Default::default()
+    };
     assert!(SplitQueue::new(ok, &m.mem).is_ok());
     for size in [0u16, 3, 100] {
-        assert!(matches!(SplitQueue::new(QueueConfig { size, ..ok }, &m.mem), Err(QueueError::InvalidSize(_))));
+        assert!(matches!(
+            SplitQueue::new(QueueConfig { size, ..ok }, &m.mem),
+            Err(QueueError::InvalidSize(_))
+        ));
     }
-    assert!(matches!(SplitQueue::new(QueueConfig { desc: BASE + 8, ..ok }, &m.mem), Err(QueueError::Misaligned(..))));
-    assert!(matches!(SplitQueue::new(QueueConfig { used: BASE + 0x2002, ..ok }, &m.mem), Err(QueueError::Misaligned(..))));
     assert!(matches!(
-        SplitQueue::new(QueueConfig { used: BASE + (1 << 20) - 16, ..ok }, &m.mem),
+        SplitQueue::new(
+            QueueConfig {
+                desc: BASE + 8,
+                ..ok
+            },
+            &m.mem
+        ),
+        Err(QueueError::Misaligned(..))
+    ));
+    assert!(matches!(
+        SplitQueue::new(
+            QueueConfig {
+                used: BASE + 0x2002,
+                ..ok
+            },
+            &m.mem
+        ),
+        Err(QueueError::Misaligned(..))
+    ));
+    assert!(matches!(
+        SplitQueue::new(
+            QueueConfig {
+                used: BASE + (1 << 20) - 16,
+                ..ok
+            },
+            &m.mem
+        ),
         Err(QueueError::RingNotMapped(..))
     ));
 }
@@ -299,7 +499,10 @@ fn test_split_enable_notification_writes_avail_event_and_reports_race() {
     assert!(!q.enable_notification(&m.mem).unwrap());
     assert_eq!(drv.avail_event(), 1);
     drv.send_tx(b"y").unwrap();
-    assert!(q.enable_notification(&m.mem).unwrap(), "new work seen after enabling");
+    assert!(
+        q.enable_notification(&m.mem).unwrap(),
+        "new work seen after enabling"
+    );
 }
 
 #[test]
@@ -334,7 +537,15 @@ fn test_split_index_wraps_past_u16() {
     m.mem.write_u16(l.used + 2, 65534).unwrap();
     let _ = drv.used();
     let mut q = SplitQueue::new(
-        QueueConfig { size: 4, desc: l.desc, avail: l.avail, used: l.used, base: 65534, event_idx: false, indirect: false },
+        QueueConfig {
+            size: 4,
+            desc: l.desc,
+            avail: l.avail,
+            used: l.used,
+            base: 65534,
+            event_idx: false,
+            indirect: false,
+        },
         &m.mem,
     )
     .unwrap();

@@ -40,17 +40,33 @@ impl Tap {
             .open("/dev/net/tun")
             .map_err(BackendError::OpenTun)?;
         let base = sys::IFF_TAP | sys::IFF_NO_PI | sys::IFF_VNET_HDR;
-        let first = if multi_queue { base | sys::IFF_MULTI_QUEUE } else { base };
+        let first = if multi_queue {
+            base | sys::IFF_MULTI_QUEUE
+        } else {
+            base
+        };
         let res = sys::set_iff(&file, name, first);
         match res {
             Ok(()) => {}
             Err(e) if !multi_queue && e.raw_os_error() == Some(libc::EINVAL) => {
-                sys::set_iff(&file, name, base | sys::IFF_MULTI_QUEUE)
-                    .map_err(|source| BackendError::SetIff { name: name.to_string(), source })?;
+                sys::set_iff(&file, name, base | sys::IFF_MULTI_QUEUE).map_err(|source| {
+                    BackendError::SetIff {
+                        name: name.to_string(),
+                        source,
+                    }
+                })?;
             }
-            Err(source) => return Err(BackendError::SetIff { name: name.to_string(), source }),
+            Err(source) => {
+                return Err(BackendError::SetIff {
+                    name: name.to_string(),
+                    source,
+                })
+            }
         }
-        Ok(Tap { file, name: name.to_string() })
+        Ok(Tap {
+            file,
+            name: name.to_string(),
+        })
     }
 
     /// Interface name.
@@ -64,7 +80,8 @@ impl Backend for Tap {
         let sz = i32::try_from(hdr_len).map_err(|_| {
             BackendError::SetVnetHdrSize(hdr_len, std::io::Error::from(ErrorKind::InvalidInput))
         })?;
-        sys::set_vnet_hdr_size(&self.file, sz).map_err(|e| BackendError::SetVnetHdrSize(hdr_len, e))?;
+        sys::set_vnet_hdr_size(&self.file, sz)
+            .map_err(|e| BackendError::SetVnetHdrSize(hdr_len, e))?;
         let mut flags = 0u32;
         if o.csum {
             flags |= sys::TUN_F_CSUM;

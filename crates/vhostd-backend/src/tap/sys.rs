@@ -32,10 +32,17 @@ struct IfReq {
 
 /// TUNSETIFF: attach `file` to interface `name` with `flags`.
 pub fn set_iff(file: &File, name: &str, flags: u16) -> io::Result<()> {
-    let mut req = IfReq { name: [0; IFNAMSIZ], flags, _pad: [0; 22] };
+    let mut req = IfReq {
+        name: [0; IFNAMSIZ],
+        flags,
+        _pad: [0; 22],
+    };
     let bytes = name.as_bytes();
     // check_name() bounds the name below IFNAMSIZ, leaving a NUL at the end.
-    let dst = req.name.get_mut(..bytes.len()).ok_or(io::ErrorKind::InvalidInput)?;
+    let dst = req
+        .name
+        .get_mut(..bytes.len())
+        .ok_or(io::ErrorKind::InvalidInput)?;
     dst.copy_from_slice(bytes);
     // SAFETY: `file` is an open /dev/net/tun fd owned by the caller for the
     // whole call; TUNSETIFF reads (and may write back) one `struct ifreq`,

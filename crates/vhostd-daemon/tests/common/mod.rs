@@ -1,3 +1,8 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 //! Shared set-up: a daemon port served in-process over a socket pair.
 #![allow(dead_code)]
 
@@ -21,7 +26,8 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn loopback(queues: usize) -> Self {
-        let (port, workers) = vhostd_daemon::start_port("t", &BackendSpec::Loopback, "pair", queues).unwrap();
+        let (port, workers) =
+            vhostd_daemon::start_port("t", &BackendSpec::Loopback, "pair", queues).unwrap();
         Daemon { port, workers }
     }
 
@@ -30,7 +36,8 @@ impl Daemon {
         let (a, b) = UnixStream::pair().unwrap();
         let port = self.port.clone();
         let workers = self.workers.clone();
-        let h = std::thread::spawn(move || vhostd_daemon::server::serve_connection(&port, &workers, b));
+        let h =
+            std::thread::spawn(move || vhostd_daemon::server::serve_connection(&port, &workers, b));
         (a, h)
     }
 

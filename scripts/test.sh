@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, unit + in-process integration tests
+# (cargo test), then the real clients: DPDK testpmd (virtio-user) with 1 and
+# 2 queue pairs, and a Linux guest under QEMU with 1 and 2 queue pairs.
+# A real-client test that cannot run is a failure here, not a pass.
+#
+#   scripts/test.sh            (as root on Debian 12; installs what it needs)
+#   QUICK=1 scripts/test.sh    (skip the real clients)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+T0=$(date +%s)
+step() { printf '\n=== %s (%ss)\n' "$*" "$(( $(date +%s) - T0 ))"; }
+
+step "setup"
+bash scripts/setup.sh || exit 1
+
+step "cargo fmt --check"
+cargo fmt --all -- --check || { echo "FAIL: cargo fmt"; exit 1; }
+step "cargo clippy"
+cargo clippy --workspace --all-targets -q -- -D warnings || { echo "FAIL: clippy"; exit 1; }
+step "cargo build"
+cargo build --workspace -q || exit 1
+step "cargo test"
+timeout 900 cargo test --workspace 2>&1 | tee /tmp/vhostd-cargo-test.log | grep -E '^(test result|running|failures|---- )|panicked|FAILED' 
+rc=${PIPESTATUS[0]}
+[ "$rc" = 0 ] || { echo "FAIL: cargo test (rc=$rc)"; tail -50 /tmp/vhostd-cargo-test.log; exit 1; }
+
+[ "${QUICK:-0}" = 1 ] && { echo "QUICK=1: real-client tests not run"; exit 0; }
+
+passed=0; failed=0
+run() { # run NAME CMD...
+  step "$1"
+  timeout -k 10 "${REAL_TIMEOUT:-600}" "${@:2}"
+  local rc=$?
+  if [ $rc = 0 ]; then passed=$((passed + 1)); else
+    failed=$((failed + 1)); echo "FAIL: $1 (exit $rc; 2 = could not run here)"; fi
+}
+run "dpdk-testpmd 1 queue pair" bash tests/dpdk-testpmd.sh 1
+run "dpdk-testpmd 2 queue pairs" bash tests/dpdk-testpmd.sh 2
+run "qemu guest 1 queue pair" bash tests/qemu-guest.sh 1 16
+run "qemu guest 2 queue pairs" bash tests/qemu-guest.sh 2 16
+step "done"
+echo "real clients: $passed passed, $failed failed"
+[ "$failed" = 0 ]
