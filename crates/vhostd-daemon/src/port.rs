@@ -30,8 +30,8 @@ pub struct Port {
     pub connections: AtomicU64,
     /// Front-end connected.
     pub connected: AtomicBool,
-    /// A ring error stopped a queue.
-    pub broken: AtomicBool,
+    /// Per virtqueue: a ring error stopped it (cleared when it starts again).
+    pub broken: Vec<AtomicBool>,
     /// Last error text (control plane only).
     pub last_error: Mutex<Option<String>>,
 }
@@ -51,7 +51,7 @@ impl Port {
             features: AtomicU64::new(0),
             connections: AtomicU64::new(0),
             connected: AtomicBool::new(false),
-            broken: AtomicBool::new(false),
+            broken: (0..n).map(|_| AtomicBool::new(false)).collect(),
             last_error: Mutex::new(None),
         }
     }
@@ -85,7 +85,7 @@ impl Port {
                 }
             })
             .collect::<Vec<_>>();
-        let state = if self.broken.load(Ordering::Relaxed) {
+        let state = if self.broken.iter().any(|b| b.load(Ordering::Relaxed)) {
             PortState::Broken
         } else if queues.iter().any(|q| q.running) {
             PortState::Running

@@ -268,7 +268,9 @@ impl PortHandler {
         self.features_set = false;
         self.protocol = 0;
         self.port.features.store(0, Ordering::Relaxed);
-        self.port.broken.store(false, Ordering::Relaxed);
+        for b in &self.port.broken {
+            b.store(false, Ordering::Relaxed);
+        }
     }
 
     fn set_memory(&mut self, mem: GuestMem) -> VuResult<()> {
@@ -458,7 +460,6 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
             v.kick = fd;
             v.started = true;
         }
-        self.port.broken.store(false, Ordering::Relaxed);
         self.sync_ring(vq)
     }
 

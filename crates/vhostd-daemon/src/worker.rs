@@ -308,7 +308,9 @@ impl Worker {
                     "port {} queue {vq}: ring stopped ({guest} fault): {e}",
                     self.port.name
                 );
-                self.port.broken.store(true, Ordering::Relaxed);
+                if let Some(b) = self.port.broken.get(vq) {
+                    b.store(true, Ordering::Relaxed);
+                }
                 self.port.set_error(format!("queue {vq}: {e}"));
                 false
             }
@@ -416,6 +418,9 @@ impl Worker {
         });
         if let Some(r) = self.port.running.get(vq) {
             r.store(true, Ordering::Relaxed);
+        }
+        if let Some(b) = self.port.broken.get(vq) {
+            b.store(false, Ordering::Relaxed);
         }
         // Process anything already in the ring: its kick may have come
         // before we listened.

@@ -148,6 +148,11 @@ impl FakeGuest {
                 | VhostUserProtocolFeatures::REPLY_ACK
                 | VhostUserProtocolFeatures::CONFIGURE_MEM_SLOTS;
             fe.set_protocol_features(pf & want).unwrap();
+            if pf.contains(VhostUserProtocolFeatures::REPLY_ACK) {
+                // every request waits for the daemon's answer: tests see
+                // the effect of a message as soon as the call returns
+                fe.set_hdr_flags(vhost::vhost_user::message::VhostUserHeaderFlag::NEED_REPLY);
+            }
             if pf.contains(VhostUserProtocolFeatures::MQ) {
                 assert!(fe.get_queue_num().unwrap() >= nq as u64);
             }

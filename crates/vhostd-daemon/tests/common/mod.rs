@@ -70,3 +70,25 @@ pub fn swapped(f: &[u8]) -> Vec<u8> {
     g[6..12].copy_from_slice(&f[..6]);
     g
 }
+
+use vhost::vhost_user::message::{VhostUserHeaderFlag, VhostUserProtocolFeatures};
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::VhostBackend;
+
+/// A raw front-end with REPLY_ACK on, so refused requests come back as
+/// errors; features negotiated (VERSION_1 + PROTOCOL_FEATURES + MRG_RXBUF).
+pub fn raw_frontend(d: &Daemon) -> (Frontend, JoinHandle<()>) {
+    let (s, h) = d.connect();
+    let mut fe = Frontend::from_stream(s, 64);
+    fe.set_owner().unwrap();
+    let offered = fe.get_features().unwrap();
+    fe.set_features(offered & ((1 << 32) | (1 << 30) | (1 << 15)))
+        .unwrap();
+    let pf = fe.get_protocol_features().unwrap();
+    fe.set_protocol_features(
+        pf & (VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::MQ),
+    )
+    .unwrap();
+    fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
+    (fe, h)
+}
