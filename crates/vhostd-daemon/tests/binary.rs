@@ -1,0 +1,188 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+//! The `vhostd` binary as users run it: flags, sockets, signals, client
+//! mode, inherited fd, control socket.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{eth_frame, swapped, T};
+use vhostd_testkit::{FakeGuest, GuestOptions};
+
+const VHOSTD: &str = env!("CARGO_BIN_EXE_vhostd");
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tmpdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vhostd-bin-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn wait_path(p: &Path) -> bool {
+    FakeGuest::wait_for(T, || p.exists())
+}
+
+fn spawn(args: &[&str]) -> Proc {
+    Proc(
+        Command::new(VHOSTD)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn control(path: &Path, req: &str) -> serde_json::Value {
+    let s = UnixStream::connect(path).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    (&s).write_all(format!("{req}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).unwrap();
+    serde_json::from_str(&line).unwrap()
+}
+
+fn sigterm(p: &mut Proc) -> std::process::ExitStatus {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(p.0.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "vhostd did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn test_bin_print_capabilities_is_json_net() {
+    let out = Command::new(VHOSTD)
+        .arg("--print-capabilities")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["type"], "net");
+}
+
+#[test]
+fn test_bin_bad_backend_exits_with_error() {
+    let out = Command::new(VHOSTD)
+        .args(["--socket-path", "/tmp/x.sock", "--backend", "nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown back-end"));
+    let out = Command::new(VHOSTD)
+        .args(["--socket-path", "/tmp/x.sock", "--queues", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn test_bin_listen_traffic_stats_and_sigterm_cleanup() {
+    let d = tmpdir("listen");
+    let (sock, ctl) = (d.join("v.sock"), d.join("ctl.sock"));
+    let mut p = spawn(&[
+        "--socket-path",
+        sock.to_str().unwrap(),
+        "--backend",
+        "loopback",
+        "--name",
+        "vm7",
+        "--control-socket",
+        ctl.to_str().unwrap(),
+    ]);
+    assert!(wait_path(&sock) && wait_path(&ctl));
+    let mut g = FakeGuest::connect(UnixStream::connect(&sock).unwrap(), GuestOptions::default());
+    let f = eth_frame(400, 3);
+    g.send(0, &f);
+    assert_eq!(g.recv_n(0, 1, T), vec![swapped(&f)]);
+    let v = control(&ctl, r#"{"v":1,"cmd":"stats"}"#);
+    assert_eq!(v["ok"], true);
+    let port = &v["ports"][0];
+    assert_eq!(port["name"], "vm7");
+    assert_eq!(port["state"], "running");
+    let rx0 = &port["queues"][0];
+    assert_eq!(rx0["name"], "rx0");
+    assert_eq!(rx0["packets"], 1);
+    assert_eq!(rx0["bytes"], 400);
+    for k in ["packets", "bytes", "kicks", "calls", "drops"] {
+        assert!(port["queues"][1][k].is_u64(), "{k}");
+    }
+    let bad = control(&ctl, r#"{"v":9,"cmd":"stats"}"#);
+    assert_eq!(bad["ok"], false);
+    let st = sigterm(&mut p);
+    assert!(st.success(), "{st:?}");
+    assert!(!sock.exists(), "socket removed on SIGTERM");
+    assert!(!ctl.exists(), "control socket removed on SIGTERM");
+}
+
+#[test]
+fn test_bin_client_mode_reconnects() {
+    let d = tmpdir("client");
+    let sock = d.join("fe.sock");
+    let l = UnixListener::bind(&sock).unwrap();
+    let _p = spawn(&["--socket-path", sock.to_str().unwrap(), "--client"]);
+    for round in 0..2u32 {
+        let (s, _) = l.accept().unwrap();
+        let mut g = FakeGuest::connect(s, GuestOptions::default());
+        let f = eth_frame(100, round);
+        g.send(0, &f);
+        assert_eq!(g.recv_n(0, 1, T), vec![swapped(&f)], "round {round}");
+        // front-end goes away: vhostd must come back within ~1 s
+        drop(g);
+    }
+}
+
+#[test]
+fn test_bin_inherited_listen_fd() {
+    let d = tmpdir("fd");
+    let sock = d.join("v.sock");
+    // python3 makes the listening socket and execs vhostd with it inherited,
+    // as QEMU's back-end program conventions describe.
+    let script = "import os,socket,sys\n\
+        s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1)\n\
+        os.set_inheritable(s.fileno(), True)\n\
+        os.execv(sys.argv[2], [sys.argv[2], '--fd', str(s.fileno())])\n";
+    let _p = Proc(
+        Command::new("python3")
+            .args(["-c", script, sock.to_str().unwrap(), VHOSTD])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(wait_path(&sock));
+    let s = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            UnixStream::connect(&sock).ok()
+        })
+        .unwrap();
+    let mut g = FakeGuest::connect(s, GuestOptions::default());
+    let f = eth_frame(80, 1);
+    g.send(0, &f);
+    assert_eq!(g.recv_n(0, 1, T), vec![swapped(&f)]);
+}
