@@ -111,6 +111,11 @@ CALLS=$(sum_field "$J" all calls); KICKS=$(sum_field "$J" all kicks)
 [ "$RXB" -ge $((MB << 20)) ] || fail "vhostd RX bytes $RXB < $MB MiB"
 [ "$TXB" -ge $((MB << 20)) ] || fail "vhostd TX bytes $TXB < $MB MiB"
 [ "$ERR" = 0 ] && [ "$BAD" = 0 ] || fail "ring errors $ERR, bad chains $BAD"
+# TSO both ways: the guest sends GSO frames (HOST_TSO), the TAP hands it GSO
+# frames (GUEST_TSO), and vhostd passes them whole through the vnet header.
+RXG=$(sum_field "$J" rx gso_packets); TXG=$(sum_field "$J" tx gso_packets)
+[ "$RXG" -gt 0 ] && [ "$TXG" -gt 0 ] || fail "no GSO frames (rx $RXG, tx $TXG): offloads not in use"
+log "GSO frames: rx $RXG (avg $((RXB / RXP)) B/frame over all rx), tx $TXG"
 log "vhostd: rx $RXP pkts $RXB B, tx $TXP pkts $TXB B, kicks $KICKS, calls $CALLS"
 log "vhostctl stats after both boots:"
 "$VHOSTCTL" --control-socket "$W/ctl.sock" stats >&2

@@ -66,6 +66,9 @@ queue_counters! {
     packets,
     /// Frame bytes moved (virtio-net header excluded).
     bytes,
+    /// Frames moved with a GSO header (TSO/UFO: up to 64 KiB, segmented
+    /// by the receiving side).
+    gso_packets,
     /// Frames dropped, all reasons (the sum of the `dropped_*` counters).
     drops,
     /// Kicks (driver -> device notifications) received.

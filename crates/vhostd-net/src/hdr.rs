@@ -53,6 +53,11 @@ pub enum HdrError {
     HdrLenOutOfFrame(u16, usize),
 }
 
+/// Whether the header at the start of `pkt` announces a GSO frame.
+pub fn is_gso(pkt: &[u8]) -> bool {
+    pkt.get(1).is_some_and(|t| t & !GSO_ECN != GSO_NONE)
+}
+
 fn le16(b: &[u8], at: usize) -> u16 {
     match b.get(at..at + 2) {
         Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),

@@ -236,6 +236,9 @@ impl QueuePair {
             Ok(()) => {
                 stats.packets += 1;
                 stats.bytes += (n - cfg.hdr_len) as u64;
+                if hdr::is_gso(pkt) {
+                    stats.gso_packets += 1;
+                }
             }
             Err(_) => {
                 stats.dropped_backend += 1;
@@ -402,6 +405,9 @@ impl QueuePair {
         }
         stats.packets += 1;
         stats.bytes += (len - hl) as u64;
+        if hdr::is_gso(pkt) {
+            stats.gso_packets += 1;
+        }
         Ok(Place::Placed)
     }
 }

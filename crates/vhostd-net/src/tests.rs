@@ -354,6 +354,7 @@ fn test_hdr_rules() {
     p[4] = 0xb4;
     p[5] = 5;
     assert_eq!(validate_tx(&p, &all), Ok(()));
+    assert!(crate::hdr::is_gso(&p));
     assert_eq!(
         validate_tx(
             &p,
