@@ -39,6 +39,7 @@ run "dpdk-testpmd 1 queue pair" bash tests/dpdk-testpmd.sh 1
 run "dpdk-testpmd 2 queue pairs" bash tests/dpdk-testpmd.sh 2
 run "qemu guest 1 queue pair" bash tests/qemu-guest.sh 1 16
 run "qemu guest 2 queue pairs" bash tests/qemu-guest.sh 2 16
+run "qemu 10 guest 2 queue pairs, MSI-X" env QEMU_FLAVOR=backports bash tests/qemu-guest.sh 2 16
 step "done"
 echo "real clients: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -4,6 +4,8 @@
 # creates (and removes).
 #
 #   tests/qemu-guest.sh [QUEUE_PAIRS] [MIB]     (defaults 1, 16)
+#   QEMU_FLAVOR=backports tests/qemu-guest.sh ...  (QEMU 10 from bookworm-
+#                        backports, unpacked into the cache, not installed)
 #
 # Boot 1: the guest pings the namespace's address, sends MIB MiB of random
 # data over TCP to a peer in the namespace and receives MIB MiB back; both
@@ -16,12 +18,20 @@
 set -uo pipefail
 Q=${1:-1}
 MB=${2:-16}
-TEST_NAME="qemu-guest q=$Q"
+FLAVOR=${QEMU_FLAVOR:-system}
+TEST_NAME="qemu-guest q=$Q ($FLAVOR)"
 source "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" = 0 ] || skip "needs root for the network namespace and TAP"
 [ -e /dev/net/tun ] || skip "no /dev/net/tun"
-need_bin qemu-system-x86_64 qemu-system-x86
+QEMU_BIN=qemu-system-x86_64; QEMU_L=()
+if [ "$FLAVOR" = backports ]; then
+  eval "$(bash "$HERE/guest/qemu-backports.sh")" || skip "QEMU from bookworm-backports not available"
+  IFS=: read -ra dirs <<< "$QEMU_DATADIRS"
+  for dd in "${dirs[@]}"; do QEMU_L+=(-L "$dd"); done
+else
+  need_bin qemu-system-x86_64 qemu-system-x86
+fi
 need_bin ip iproute2
 need_bin python3 python3
 [ -x "$VHOSTD" ] || skip "$VHOSTD not built (cargo build)"
@@ -50,7 +60,7 @@ start_bg "$W/vhostd.log" ip netns exec "$NS" env RUST_LOG=${RUST_LOG:-info} "$VH
 VHOSTD_PID=$LAST_PID
 wait_socket "$W/v.sock" 10 || { cat "$W/vhostd.log" >&2; fail "vhostd did not create its socket"; exit 1; }
 
-QVER=$(qemu-system-x86_64 --version | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
+QVER=$("$QEMU_BIN" --version | sed -n 's/.*version \([0-9]*\)\..*/\1/p' | head -1)
 DEVOPTS="romfile=,mac=52:54:00:12:34:56"
 [ "$Q" -gt 1 ] && DEVOPTS+=",mq=on"
 if [ "${QVER:-0}" -lt 8 ]; then DEVOPTS+=",vectors=0"
@@ -59,7 +69,7 @@ SMP=1; [ "$Q" -gt 1 ] && SMP=2
 
 boot() { # boot NAME TESTS
   local name=$1 tests=$2
-  timeout -k 5 "${QEMU_TIMEOUT:-300}" qemu-system-x86_64 -accel tcg -smp "$SMP" -m 512M \
+  timeout -k 5 "${QEMU_TIMEOUT:-300}" "$QEMU_BIN" "${QEMU_L[@]}" -accel tcg -smp "$SMP" -m 512M \
     -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
     -nodefaults -no-user-config -display none -monitor none -no-reboot \
     -serial "file:$W/serial-$name.log" \
@@ -119,5 +129,5 @@ log "GSO frames: rx $RXG (avg $((RXB / RXP)) B/frame over all rx), tx $TXG"
 log "vhostd: rx $RXP pkts $RXB B, tx $TXP pkts $TXB B, kicks $KICKS, calls $CALLS"
 log "vhostctl stats after both boots:"
 "$VHOSTCTL" --control-socket "$W/ctl.sock" stats >&2
-[ "$FAILED" = 0 ] && pass "ping + ${MB} MiB TCP each way (sha256 ok), $Q queue pair(s), QEMU restart ok"
+[ "$FAILED" = 0 ] && pass "QEMU $QVER.x, ping + ${MB} MiB TCP each way (sha256 ok), $Q queue pair(s), TSO, QEMU restart ok"
 exit "$FAILED"

@@ -10,6 +10,7 @@
 pub mod control;
 pub mod port;
 pub mod proto;
+pub mod quirks;
 pub mod ratelimit;
 pub mod server;
 pub mod sys;

@@ -11,6 +11,7 @@ use vhost::vhost_user::{BackendReqHandler, Error as VuError};
 
 use crate::port::Port;
 use crate::proto::PortHandler;
+use crate::quirks::Shim;
 use crate::warn_rl;
 use crate::worker::WorkerHandle;
 
@@ -50,7 +51,18 @@ pub fn serve_connection(port: &Arc<Port>, workers: &Arc<Vec<WorkerHandle>>, stre
     log::info!("port {}: front-end connected (connection {n})", port.name);
     port.connected.store(true, Ordering::Relaxed);
     let handler = Arc::new(Mutex::new(PortHandler::new(port.clone(), workers.clone())));
-    let mut req = BackendReqHandler::from_stream(stream, handler.clone());
+    let shim = match UnixStream::pair().and_then(|(inner, outer)| {
+        Shim::spawn(stream, outer, handler.clone()).map(|shim| (inner, shim))
+    }) {
+        Ok(pair) => pair,
+        Err(e) => {
+            log::error!("port {}: cannot set up the connection: {e}", port.name);
+            port.connected.store(false, Ordering::Relaxed);
+            return;
+        }
+    };
+    let (inner, shim) = shim;
+    let mut req = BackendReqHandler::from_stream(inner, handler.clone());
     loop {
         match req.handle_request() {
             Ok(()) => {}
@@ -68,6 +80,9 @@ pub fn serve_connection(port: &Arc<Port>, workers: &Arc<Vec<WorkerHandle>>, stre
             }
         }
     }
+    // Closing our end stops the shim, which closes the front-end's.
+    drop(req);
+    shim.join();
     if let Ok(mut h) = handler.lock() {
         h.reset();
     }

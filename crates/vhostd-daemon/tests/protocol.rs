@@ -263,3 +263,52 @@ fn test_hostile_guest_bad_chain_completed_and_counted() {
     g.send(0, &f);
     assert_eq!(g.recv_n(0, 1, T), vec![swapped(&f)]);
 }
+
+/// Writes one raw vhost-user message.
+fn raw_send(s: &std::os::unix::net::UnixStream, req: u32, flags: u32, payload: &[u8]) {
+    use std::io::Write;
+    let mut m = Vec::new();
+    m.extend_from_slice(&req.to_le_bytes());
+    m.extend_from_slice(&flags.to_le_bytes());
+    m.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    m.extend_from_slice(payload);
+    (&*s).write_all(&m).unwrap();
+}
+
+/// Reads one raw reply: (request, flags, payload).
+fn raw_recv(s: &std::os::unix::net::UnixStream) -> (u32, u32, Vec<u8>) {
+    use std::io::Read;
+    let mut h = [0u8; 12];
+    (&*s).read_exact(&mut h).unwrap();
+    let f = |i: usize| u32::from_le_bytes([h[4 * i], h[4 * i + 1], h[4 * i + 2], h[4 * i + 3]]);
+    let mut p = vec![0u8; f(2) as usize];
+    (&*s).read_exact(&mut p).unwrap();
+    (f(0), f(1), p)
+}
+
+#[test]
+fn test_proto_vring_enable_before_features_with_need_reply_is_acked() {
+    // QEMU >= 8 does this at device reset; without an ack it waits forever.
+    let d = Daemon::loopback(1);
+    let (s, _h) = d.connect();
+    s.set_read_timeout(Some(T)).unwrap();
+    raw_send(&s, 3, 1, &[]); // SET_OWNER
+    raw_send(&s, 1, 1, &[]); // GET_FEATURES
+    let (req, flags, p) = raw_recv(&s);
+    assert_eq!((req, flags & 0x4, p.len()), (1, 0x4, 8));
+    raw_send(&s, 15, 1, &[]); // GET_PROTOCOL_FEATURES
+    let (_, _, p) = raw_recv(&s);
+    let pf = u64::from_le_bytes(p[..8].try_into().unwrap());
+    assert_ne!(pf & 0x8, 0, "REPLY_ACK offered");
+    raw_send(&s, 16, 1, &(0x8u64 | 0x1).to_le_bytes()); // SET_PROTOCOL_FEATURES
+    let mut st = Vec::new();
+    st.extend_from_slice(&1u32.to_le_bytes());
+    st.extend_from_slice(&0u32.to_le_bytes());
+    raw_send(&s, 18, 1 | 0x8, &st); // SET_VRING_ENABLE 1 0, NEED_REPLY
+    let (req, flags, p) = raw_recv(&s);
+    assert_eq!((req, flags & 0x4), (18, 0x4));
+    assert_eq!(p, 0u64.to_le_bytes());
+    // and the connection carries on through the crate's handler
+    raw_send(&s, 1, 1, &[]);
+    assert_eq!(raw_recv(&s).0, 1);
+}
