@@ -1,13 +1,17 @@
 //! `vhostctl`: a thin client of the vhostd control socket.
 #![forbid(unsafe_code)]
 
+mod top;
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use vhostd_api::{Command, PortReport, QueueStats, Request, Response, API_VERSION};
+use clap::{Parser, Subcommand, ValueEnum};
+use vhostd_api::{
+    CoalescePolicy, Command, PortReport, Priority, QueueStats, Request, Response, API_VERSION,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +27,12 @@ struct Cli {
     cmd: Sub,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Prio {
+    High,
+    Normal,
+}
+
 #[derive(Debug, Subcommand)]
 enum Sub {
     /// Per-port, per-queue counters.
@@ -33,11 +43,54 @@ enum Sub {
         #[arg(long)]
         json: bool,
     },
+    /// Live per-queue rates (packets/s, kicks/s, calls/s, bytes per call),
+    /// refreshed in place like top.
+    Top {
+        /// Only this port.
+        port: Option<String>,
+        /// Refresh interval in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Stop after this many refreshes (default: until interrupted).
+        #[arg(long)]
+        iterations: Option<u64>,
+    },
+    /// Set host-side interrupt coalescing of a port's queues.
+    Coalesce {
+        /// Port name.
+        port: String,
+        /// Only this virtqueue (default: all).
+        #[arg(long)]
+        queue: Option<u32>,
+        /// Hold a call up to this many microseconds...
+        #[arg(long, requires = "frames", conflicts_with_all = ["adaptive", "off"])]
+        usecs: Option<u32>,
+        /// ...or until this many completions.
+        #[arg(long, requires = "usecs")]
+        frames: Option<u32>,
+        /// Choose the bounds from the load.
+        #[arg(long, conflicts_with = "off")]
+        adaptive: bool,
+        /// Send every call at once.
+        #[arg(long)]
+        off: bool,
+    },
+    /// Set the interrupt priority class of a port's queues.
+    Priority {
+        /// Port name.
+        port: String,
+        /// Only this virtqueue (default: all).
+        #[arg(long)]
+        queue: Option<u32>,
+        /// Class.
+        class: Prio,
+    },
     /// Daemon version.
     Version,
 }
 
-fn ask(path: &PathBuf, cmd: Command) -> Result<Response, String> {
+/// Sends one request and reads the answer.
+pub fn ask(path: &Path, cmd: Command) -> Result<Response, String> {
     let s = UnixStream::connect(path).map_err(|e| format!("connect {}: {e}", path.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
@@ -68,22 +121,18 @@ const COLUMNS: &[&str] = &[
     "kicks",
     "calls",
     "calls_suppressed",
+    "calls_coalesced",
     "bad_chains",
     "ring_errors",
 ];
 
-fn pick(s: &QueueStats) -> Vec<u64> {
-    let all = s.values();
-    COLUMNS
+/// Value of counter `name`.
+pub fn counter(s: &QueueStats, name: &str) -> u64 {
+    QueueStats::NAMES
         .iter()
-        .map(|c| {
-            QueueStats::NAMES
-                .iter()
-                .position(|n| n == c)
-                .and_then(|i| all.get(i).copied())
-                .unwrap_or(0)
-        })
-        .collect()
+        .position(|n| *n == name)
+        .and_then(|i| s.values().get(i).copied())
+        .unwrap_or(0)
 }
 
 fn print_port(p: &PortReport) {
@@ -94,26 +143,35 @@ fn print_port(p: &PortReport) {
     if let Some(e) = &p.last_error {
         println!("  last error: {e}");
     }
-    print!("  {:<6} {:>4} {:>6}", "queue", "run", "size");
+    print!(
+        "  {:<6} {:>4} {:>6} {:>10} {:>7}",
+        "queue", "run", "size", "coalesce", "prio"
+    );
     for c in COLUMNS {
-        print!(" {:>16}", c);
+        print!(" {:>14}", c.replace("calls_", "c_"));
     }
     println!();
     for q in &p.queues {
+        let prio = match q.settings.priority {
+            Priority::High => "high",
+            Priority::Normal => "normal",
+        };
         print!(
-            "  {:<6} {:>4} {:>6}",
+            "  {:<6} {:>4} {:>6} {:>10} {:>7}",
             q.name,
             if q.running { "yes" } else { "no" },
-            q.size
+            q.size,
+            q.settings.coalesce.to_string(),
+            prio
         );
-        for v in pick(&q.stats) {
-            print!(" {:>16}", v);
+        for c in COLUMNS {
+            print!(" {:>14}", counter(&q.stats, c));
         }
         println!();
     }
-    print!("  {:<6} {:>4} {:>6}", "total", "", "");
-    for v in pick(&p.total) {
-        print!(" {:>16}", v);
+    print!("  {:<6} {:>4} {:>6} {:>10} {:>7}", "total", "", "", "", "");
+    for c in COLUMNS {
+        print!(" {:>14}", counter(&p.total, c));
     }
     println!();
     let drops: Vec<String> = QueueStats::NAMES
@@ -129,8 +187,9 @@ fn print_port(p: &PortReport) {
 
 fn main() {
     let cli = Cli::parse();
+    let sock = cli.control_socket.as_path();
     let res = match cli.cmd {
-        Sub::Stats { port, json } => ask(&cli.control_socket, Command::Stats { port }).map(|r| {
+        Sub::Stats { port, json } => ask(sock, Command::Stats { port }).map(|r| {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             } else {
@@ -139,7 +198,64 @@ fn main() {
                 }
             }
         }),
-        Sub::Version => ask(&cli.control_socket, Command::Version).map(|r| {
+        Sub::Top {
+            port,
+            interval_ms,
+            iterations,
+        } => top::run(sock, port, interval_ms, iterations),
+        Sub::Coalesce {
+            port,
+            queue,
+            usecs,
+            frames,
+            adaptive,
+            off,
+        } => {
+            let policy = match (usecs, frames, adaptive, off) {
+                (Some(usecs), Some(frames), false, false) => {
+                    Ok(CoalescePolicy::Fixed { usecs, frames })
+                }
+                (None, None, true, false) => Ok(CoalescePolicy::Adaptive),
+                (None, None, false, true) => Ok(CoalescePolicy::Off),
+                _ => Err("give --usecs U --frames F, --adaptive or --off".to_string()),
+            };
+            policy
+                .and_then(|policy| {
+                    ask(
+                        sock,
+                        Command::Coalesce {
+                            port,
+                            queue,
+                            policy,
+                        },
+                    )
+                })
+                .map(|r| {
+                    for p in &r.ports {
+                        print_port(p);
+                    }
+                })
+        }
+        Sub::Priority { port, queue, class } => {
+            let priority = match class {
+                Prio::High => Priority::High,
+                Prio::Normal => Priority::Normal,
+            };
+            ask(
+                sock,
+                Command::SetPriority {
+                    port,
+                    queue,
+                    priority,
+                },
+            )
+            .map(|r| {
+                for p in &r.ports {
+                    print_port(p);
+                }
+            })
+        }
+        Sub::Version => ask(sock, Command::Version).map(|r| {
             println!("vhostd {}", r.version.unwrap_or_default());
         }),
     };

@@ -77,6 +77,8 @@ queue_counters! {
     calls,
     /// Calls not sent because the driver suppressed them (EVENT_IDX or NO_INTERRUPT).
     calls_suppressed,
+    /// Calls the driver wanted that host-side coalescing folded into a later call.
+    calls_coalesced,
     /// Used-ring bursts published (a burst is one used.idx update).
     bursts,
     /// Chains with bad buffers (address, indirect, order, length), completed with length 0.
@@ -112,6 +114,55 @@ pub enum PortState {
     Broken,
 }
 
+/// Host-side interrupt coalescing of one queue (docs/COALESCING.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum CoalescePolicy {
+    /// Every call the driver wants is sent at once.
+    #[default]
+    Off,
+    /// Hold calls until `frames` completions or `usecs` microseconds.
+    Fixed {
+        /// Time bound (microseconds).
+        usecs: u32,
+        /// Completion bound.
+        frames: u32,
+    },
+    /// Bounds chosen from the load (immediate at low rates).
+    Adaptive,
+}
+
+impl std::fmt::Display for CoalescePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CoalescePolicy::Off => f.write_str("off"),
+            CoalescePolicy::Fixed { usecs, frames } => write!(f, "{usecs}us/{frames}f"),
+            CoalescePolicy::Adaptive => f.write_str("adaptive"),
+        }
+    }
+}
+
+/// Interrupt priority class of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Default.
+    #[default]
+    Normal,
+    /// Serviced first in every worker pass; its calls are never coalesced;
+    /// its worker thread runs at a higher scheduling priority.
+    High,
+}
+
+/// Per-queue settings changeable at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct QueueSettings {
+    /// Coalescing policy.
+    pub coalesce: CoalescePolicy,
+    /// Priority class.
+    pub priority: Priority,
+}
+
 /// One queue in a stats reply.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueReport {
@@ -123,6 +174,9 @@ pub struct QueueReport {
     pub running: bool,
     /// Ring size (0 before `SET_VRING_NUM`).
     pub size: u32,
+    /// Run-time settings.
+    #[serde(default)]
+    pub settings: QueueSettings,
     /// Counters.
     #[serde(flatten)]
     pub stats: QueueStats,
@@ -175,6 +229,26 @@ pub enum Command {
     },
     /// Daemon version and ports.
     Version,
+    /// Set the coalescing policy of one queue or of all queues of a port.
+    Coalesce {
+        /// Port name.
+        port: String,
+        /// Virtqueue index; all queues when absent.
+        #[serde(default)]
+        queue: Option<u32>,
+        /// The policy.
+        policy: CoalescePolicy,
+    },
+    /// Set the priority class of one queue (or all queues) of a port.
+    SetPriority {
+        /// Port name.
+        port: String,
+        /// Virtqueue index; all queues when absent.
+        #[serde(default)]
+        queue: Option<u32>,
+        /// The class.
+        priority: Priority,
+    },
 }
 
 /// The daemon's answer.
@@ -225,6 +299,27 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
         let bare: Request = serde_json::from_str(r#"{"v":1,"cmd":"stats"}"#).unwrap();
         assert_eq!(bare.cmd, Command::Stats { port: None });
+    }
+
+    #[test]
+    fn test_coalesce_request_json() {
+        let r = Request {
+            v: 1,
+            cmd: Command::Coalesce {
+                port: "p".into(),
+                queue: Some(1),
+                policy: CoalescePolicy::Fixed {
+                    usecs: 50,
+                    frames: 32,
+                },
+            },
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            s,
+            r#"{"v":1,"cmd":"coalesce","port":"p","queue":1,"policy":{"mode":"fixed","usecs":50,"frames":32}}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vhostd_api::{Command, Request, Response, API_VERSION};
+use vhostd_api::{CoalescePolicy, Command, QueueSettings, Request, Response, API_VERSION};
 
 use crate::port::Port;
 
@@ -42,6 +42,23 @@ pub fn handle(ports: &[Arc<Port>], line: &str) -> Response {
                 version: None,
             }
         }
+        Command::Coalesce {
+            port,
+            queue,
+            policy,
+        } => {
+            if let CoalescePolicy::Fixed { usecs, frames } = policy {
+                if usecs > 1_000_000 || frames > 65536 {
+                    return Response::error("coalescing bounds: usecs <= 1000000, frames <= 65536");
+                }
+            }
+            set(ports, &port, queue, |s| s.coalesce = policy)
+        }
+        Command::SetPriority {
+            port,
+            queue,
+            priority,
+        } => set(ports, &port, queue, |s| s.priority = priority),
         Command::Version => Response {
             v: API_VERSION,
             ok: true,
@@ -49,6 +66,34 @@ pub fn handle(ports: &[Arc<Port>], line: &str) -> Response {
             ports: Vec::new(),
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
         },
+    }
+}
+
+fn set(
+    ports: &[Arc<Port>],
+    name: &str,
+    queue: Option<u32>,
+    f: impl Fn(&mut QueueSettings),
+) -> Response {
+    let Some(p) = ports.iter().find(|p| p.name == name) else {
+        return Response::error(format!("no port {name}"));
+    };
+    if !p.update_settings(queue, f) {
+        return Response::error(format!(
+            "port {name} has no queue {}",
+            queue.unwrap_or_default()
+        ));
+    }
+    log::info!(
+        "port {name}: settings changed for {}",
+        queue.map_or("all queues".into(), |q| format!("queue {q}"))
+    );
+    Response {
+        v: API_VERSION,
+        ok: true,
+        error: None,
+        ports: vec![p.report()],
+        version: None,
     }
 }
 

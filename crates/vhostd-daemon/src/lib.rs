@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Parser;
+use vhostd_api::{CoalescePolicy, Priority};
 use vhostd_backend::{BackendError, BackendSpec};
 
 use crate::port::Port;
@@ -63,6 +64,34 @@ pub struct Args {
     /// Print the back-end capabilities as JSON and exit.
     #[arg(long)]
     pub print_capabilities: bool,
+    /// Host-side interrupt coalescing for every queue: `off`, `adaptive`,
+    /// or `USECS,FRAMES` (hold a call up to USECS microseconds or FRAMES
+    /// completions). Change at run time with `vhostctl coalesce`.
+    #[arg(long, default_value = "off")]
+    pub coalesce: String,
+    /// Virtqueue index with high interrupt priority (repeatable): serviced
+    /// first, never coalesced, its worker at a higher scheduling priority.
+    #[arg(long = "high-priority-queue")]
+    pub high_priority_queues: Vec<u32>,
+}
+
+/// Parses `--coalesce`.
+pub fn parse_coalesce(s: &str) -> Result<CoalescePolicy, DaemonError> {
+    match s {
+        "off" => Ok(CoalescePolicy::Off),
+        "adaptive" => Ok(CoalescePolicy::Adaptive),
+        _ => {
+            let bad =
+                || DaemonError::Arg(format!("--coalesce {s}: use off, adaptive or USECS,FRAMES"));
+            let (u, f) = s.split_once(',').ok_or_else(bad)?;
+            let usecs: u32 = u.trim().parse().map_err(|_| bad())?;
+            let frames: u32 = f.trim().parse().map_err(|_| bad())?;
+            if usecs > 1_000_000 || frames > 65536 {
+                return Err(bad());
+            }
+            Ok(CoalescePolicy::Fixed { usecs, frames })
+        }
+    }
 }
 
 /// Daemon start-up failures.
@@ -152,12 +181,21 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
         return Ok(());
     }
     let spec: BackendSpec = args.backend.parse()?;
+    let coalesce = parse_coalesce(&args.coalesce)?;
     let sock_display = args
         .socket_path
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| format!("fd:{}", args.fd.unwrap_or(-1)));
     let (port, workers) = start_port(&args.name, &spec, &sock_display, args.queues)?;
+    port.update_settings(None, |s| s.coalesce = coalesce);
+    for &q in &args.high_priority_queues {
+        if !port.update_settings(Some(q), |s| s.priority = Priority::High) {
+            return Err(DaemonError::Arg(format!(
+                "--high-priority-queue {q}: no such queue"
+            )));
+        }
+    }
     let mut cleanup = Vec::new();
     if let Some(ctl) = args.control_socket.as_ref() {
         let l = bind_socket(ctl)?;

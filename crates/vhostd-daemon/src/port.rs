@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use vhostd_api::{PortReport, PortState, QueueCounters, QueueReport, QueueStats};
+use vhostd_api::{PortReport, PortState, QueueCounters, QueueReport, QueueSettings, QueueStats};
 use vhostd_backend::BackendSpec;
 
 /// Shared, thread-safe view of a port: written by the connection handler and
@@ -34,6 +34,11 @@ pub struct Port {
     pub broken: Vec<AtomicBool>,
     /// Last error text (control plane only).
     pub last_error: Mutex<Option<String>>,
+    /// Run-time settings per virtqueue (control plane writes, workers read
+    /// when `settings_gen` moves: one atomic load per worker pass).
+    pub settings: Mutex<Vec<QueueSettings>>,
+    /// Bumped on every settings change.
+    pub settings_gen: AtomicU64,
 }
 
 impl Port {
@@ -53,6 +58,8 @@ impl Port {
             connected: AtomicBool::new(false),
             broken: (0..n).map(|_| AtomicBool::new(false)).collect(),
             last_error: Mutex::new(None),
+            settings: Mutex::new(vec![QueueSettings::default(); n]),
+            settings_gen: AtomicU64::new(0),
         }
     }
 
@@ -63,9 +70,32 @@ impl Port {
         }
     }
 
+    /// Applies `f` to the settings of queue `queue` (all when None).
+    /// Returns false if the queue does not exist.
+    pub fn update_settings(&self, queue: Option<u32>, f: impl Fn(&mut QueueSettings)) -> bool {
+        let Ok(mut s) = self.settings.lock() else {
+            return false;
+        };
+        match queue {
+            None => s.iter_mut().for_each(&f),
+            Some(q) => match usize::try_from(q).ok().and_then(|q| s.get_mut(q)) {
+                Some(qs) => f(qs),
+                None => return false,
+            },
+        }
+        self.settings_gen.fetch_add(1, Ordering::Release);
+        true
+    }
+
+    /// Current settings of every queue.
+    pub fn settings_snapshot(&self) -> Vec<QueueSettings> {
+        self.settings.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
     /// Snapshot for the control socket.
     pub fn report(&self) -> PortReport {
         let mut total = QueueStats::default();
+        let settings = self.settings_snapshot();
         let queues = self
             .counters
             .iter()
@@ -81,6 +111,7 @@ impl Port {
                         .get(i)
                         .is_some_and(|r| r.load(Ordering::Relaxed)),
                     size: self.sizes.get(i).map_or(0, |s| s.load(Ordering::Relaxed)),
+                    settings: settings.get(i).copied().unwrap_or_default(),
                     stats,
                 }
             })

@@ -17,15 +17,17 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use vhostd_api::QueueStats;
+use vhostd_api::{CoalescePolicy, Priority, QueueSettings, QueueStats};
 use vhostd_backend::Backend;
 use vhostd_mem::GuestMem;
+use vhostd_net::coalesce::{Coalescer, Decision, Policy};
 use vhostd_net::{NetConfig, Outcome, QueuePair, Status};
 use vhostd_virtq::{QueueError, SplitQueue};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::timerfd::TimerFd;
 
 use crate::port::Port;
 use crate::warn_rl;
@@ -79,6 +81,10 @@ const TOKEN_CTRL: u64 = 0;
 const TOKEN_RX_KICK: u64 = 1;
 const TOKEN_TX_KICK: u64 = 2;
 const TOKEN_BACKEND: u64 = 3;
+const TOKEN_TIMER: u64 = 4;
+/// Nice value of a worker serving a high-priority queue (needs
+/// CAP_SYS_NICE; without it the worker keeps the default and says so).
+const HIGH_PRIORITY_NICE: i32 = -10;
 /// How long the handler waits for a worker's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -98,6 +104,12 @@ impl WorkerHandle {
             wake2.as_raw_fd(),
             EpollEvent::new(EventSet::IN, TOKEN_CTRL),
         )?;
+        let timer = TimerFd::new()?;
+        epoll.ctl(
+            ControlOperation::Add,
+            timer.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, TOKEN_TIMER),
+        )?;
         let name = format!("vhostd-{}-q{}", port.name, index);
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             let mut w = Worker {
@@ -109,6 +121,11 @@ impl WorkerHandle {
                 qp: QueuePair::new(backend),
                 rings: [None, None],
                 backend_armed: false,
+                timer,
+                timer_deadline: None,
+                settings: [QueueSettings::default(); 2],
+                settings_gen: u64::MAX,
+                nice: 0,
             };
             w.run();
         })?;
@@ -161,6 +178,8 @@ struct Ring {
     err: Option<Arc<File>>,
     broken: bool,
     stats: QueueStats,
+    coalescer: Coalescer,
+    priority: Priority,
 }
 
 struct Worker {
@@ -172,6 +191,23 @@ struct Worker {
     qp: QueuePair,
     rings: [Option<Ring>; 2],
     backend_armed: bool,
+    timer: TimerFd,
+    timer_deadline: Option<Instant>,
+    /// Settings of [RX, TX], applied to rings as they start.
+    settings: [QueueSettings; 2],
+    settings_gen: u64,
+    nice: i32,
+}
+
+fn policy(p: CoalescePolicy) -> Policy {
+    match p {
+        CoalescePolicy::Off => Policy::Off,
+        CoalescePolicy::Fixed { usecs, frames } => Policy::Fixed {
+            max_usecs: usecs,
+            max_packets: frames,
+        },
+        CoalescePolicy::Adaptive => Policy::Adaptive,
+    }
 }
 
 fn drain_eventfd(f: &File) -> u64 {
@@ -228,11 +264,18 @@ impl Worker {
                             return;
                         }
                     }
+                    TOKEN_TIMER => {
+                        let _ = self.timer.wait();
+                        self.timer_deadline = None;
+                    }
                     TOKEN_RX_KICK => self.kicked(Dir::Rx),
                     TOKEN_TX_KICK => self.kicked(Dir::Tx),
                     _ => {} // back-end readable: handled by process_rx below
                 }
             }
+            // after the wait: a change made while we slept applies to the
+            // burst that woke us
+            self.apply_settings();
             more = self.process();
         }
     }
@@ -247,32 +290,81 @@ impl Worker {
         }
     }
 
-    /// Runs both directions once. Returns true if work is left.
+    /// Runs both directions once (a high-priority ring first). Returns true
+    /// if work is left.
     fn process(&mut self) -> bool {
+        let now = Instant::now();
+        let rx_first = self.rings[Dir::Rx as usize]
+            .as_ref()
+            .is_some_and(|r| r.priority == Priority::High)
+            && !self.rings[Dir::Tx as usize]
+                .as_ref()
+                .is_some_and(|r| r.priority == Priority::High);
+        // TX first by default: with loopback, what TX produced is delivered
+        // by RX in the same pass.
+        let order: &[Dir] = if rx_first {
+            &[Dir::Rx, Dir::Tx, Dir::Rx]
+        } else {
+            &[Dir::Tx, Dir::Rx]
+        };
         let mut more = false;
-        // TX first: with loopback, what TX produced is delivered by RX below.
-        let qp = &mut self.qp;
-        let tx = self.rings[Dir::Tx as usize]
-            .as_mut()
-            .filter(|r| !r.broken)
-            .map(|r| qp.process_tx(&r.mem, &mut r.stats));
-        if let Some(res) = tx {
-            more |= self.finish(Dir::Tx, res);
+        for &dir in order {
+            let qp = &mut self.qp;
+            let res = self.rings[dir as usize]
+                .as_mut()
+                .filter(|r| !r.broken)
+                .map(|r| match dir {
+                    Dir::Tx => qp.process_tx(&r.mem, &mut r.stats),
+                    Dir::Rx => qp.process_rx(&r.mem, &mut r.stats),
+                });
+            if let Some(res) = res {
+                more |= self.finish(dir, res, now);
+            }
         }
-        let qp = &mut self.qp;
-        let rx = self.rings[Dir::Rx as usize]
-            .as_mut()
-            .filter(|r| !r.broken)
-            .map(|r| qp.process_rx(&r.mem, &mut r.stats));
-        if let Some(res) = rx {
-            more |= self.finish(Dir::Rx, res);
-        }
+        self.fire_due(now);
+        self.arm_timer(now);
         self.arm_backend();
         self.publish();
         more
     }
 
-    fn finish(&mut self, dir: Dir, res: Result<Outcome, QueueError>) -> bool {
+    /// Sends the calls whose coalescing deadline has passed.
+    fn fire_due(&mut self, now: Instant) {
+        for r in self.rings.iter_mut().flatten() {
+            if r.coalescer.poll(now) {
+                if let Some(c) = r.call.as_ref() {
+                    signal_eventfd(c);
+                }
+                r.stats.calls += 1;
+            }
+        }
+    }
+
+    /// Keeps the timer at the earliest owed call.
+    fn arm_timer(&mut self, now: Instant) {
+        let earliest = self
+            .rings
+            .iter()
+            .flatten()
+            .filter_map(|r| r.coalescer.deadline())
+            .min();
+        if earliest == self.timer_deadline {
+            return;
+        }
+        let res = match earliest {
+            Some(d) => self.timer.reset(
+                d.saturating_duration_since(now)
+                    .max(Duration::from_micros(1)),
+                None,
+            ),
+            None => self.timer.clear(),
+        };
+        if res.is_ok() {
+            self.timer_deadline = earliest;
+        }
+    }
+
+    fn finish(&mut self, dir: Dir, res: Result<Outcome, QueueError>, now: Instant) -> bool {
         let vq = self.vq(dir);
         let Some(r) = self.rings[dir as usize].as_mut() else {
             return false;
@@ -280,14 +372,28 @@ impl Worker {
         match res {
             Ok(out) => {
                 if out.published {
-                    if out.call {
-                        if let Some(c) = r.call.as_ref() {
-                            signal_eventfd(c);
+                    let decision = if r.priority == Priority::High {
+                        // never delayed by coalescing
+                        if out.call || r.coalescer.pending() {
+                            r.coalescer.flush();
+                            Decision::Fire
+                        } else {
+                            Decision::Nothing
                         }
-                        r.stats.calls += 1;
                     } else {
-                        r.stats.calls_suppressed += 1;
+                        r.coalescer.on_completion(now, out.completed, out.call)
+                    };
+                    match decision {
+                        Decision::Fire => {
+                            if let Some(c) = r.call.as_ref() {
+                                signal_eventfd(c);
+                            }
+                            r.stats.calls += 1;
+                        }
+                        Decision::Defer(_) => {}
+                        Decision::Nothing => r.stats.calls_suppressed += 1,
                     }
+                    r.stats.calls_coalesced += r.coalescer.take_folded();
                 }
                 out.status == Status::More
             }
@@ -313,6 +419,45 @@ impl Worker {
                 }
                 self.port.set_error(format!("queue {vq}: {e}"));
                 false
+            }
+        }
+    }
+
+    /// Picks up settings changed through the control socket.
+    fn apply_settings(&mut self) {
+        let gen = self.port.settings_gen.load(Ordering::Acquire);
+        if gen == self.settings_gen {
+            return;
+        }
+        self.settings_gen = gen;
+        let all = self.port.settings_snapshot();
+        for dir in [Dir::Rx, Dir::Tx] {
+            let s = all.get(self.vq(dir)).copied().unwrap_or_default();
+            self.settings[dir as usize] = s;
+            if let Some(r) = self.rings[dir as usize].as_mut() {
+                if r.coalescer.policy() != policy(s.coalesce) {
+                    r.coalescer.set_policy(policy(s.coalesce));
+                }
+                r.priority = s.priority;
+            }
+        }
+        let want = if self.settings.iter().any(|s| s.priority == Priority::High) {
+            HIGH_PRIORITY_NICE
+        } else {
+            0
+        };
+        if want != self.nice {
+            let tid = rustix::thread::gettid();
+            match rustix::process::setpriority_process(Some(tid), want) {
+                Ok(()) => self.nice = want,
+                Err(e) => {
+                    warn_rl!(
+                        "port {} queue pair {}: cannot set thread priority {want}: {e}",
+                        self.port.name,
+                        self.index
+                    );
+                    self.nice = want; // do not retry every pass
+                }
             }
         }
     }
@@ -386,6 +531,7 @@ impl Worker {
 
     fn start(&mut self, dir: Dir, ring: RingStart) -> Result<(), String> {
         self.stop(dir);
+        self.apply_settings();
         if *self.qp.config() != ring.cfg {
             self.qp
                 .configure(ring.cfg)
@@ -415,6 +561,8 @@ impl Worker {
             err: ring.err,
             broken: false,
             stats: QueueStats::default(),
+            coalescer: Coalescer::new(policy(self.settings[dir as usize].coalesce)),
+            priority: self.settings[dir as usize].priority,
         });
         if let Some(r) = self.port.running.get(vq) {
             r.store(true, Ordering::Relaxed);
@@ -429,7 +577,15 @@ impl Worker {
     }
 
     fn stop(&mut self, dir: Dir) -> Option<u16> {
-        let ring = self.rings[dir as usize].take()?;
+        let mut ring = self.rings[dir as usize].take()?;
+        if ring.coalescer.pending() {
+            // never leave an owed call behind
+            ring.coalescer.flush();
+            if let Some(c) = ring.call.as_ref() {
+                signal_eventfd(c);
+            }
+            ring.stats.calls += 1;
+        }
         if let Some(k) = ring.kick.as_ref() {
             let _ = self.epoll.ctl(
                 ControlOperation::Delete,

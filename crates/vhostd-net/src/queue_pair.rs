@@ -42,6 +42,8 @@ pub struct Outcome {
     pub call: bool,
     /// Used entries were published (a call decision was made).
     pub published: bool,
+    /// Used entries published.
+    pub completed: u32,
 }
 
 impl Outcome {
@@ -49,6 +51,7 @@ impl Outcome {
         status: Status::Idle,
         call: false,
         published: false,
+        completed: 0,
     };
 }
 
@@ -184,11 +187,13 @@ impl QueuePair {
             status,
             call: false,
             published: false,
+            completed: 0,
         };
         if done > 0 {
             q.publish_used(mem)?;
             out.call = q.needs_notification(mem)?;
             out.published = true;
+            out.completed = u32::try_from(done).unwrap_or(u32::MAX);
             stats.bursts += 1;
         }
         Ok(out)
@@ -312,11 +317,13 @@ impl QueuePair {
             status,
             call: false,
             published: false,
+            completed: 0,
         };
         if used > 0 {
             q.publish_used(mem)?;
             out.call = q.needs_notification(mem)?;
             out.published = true;
+            out.completed = u32::try_from(used).unwrap_or(u32::MAX);
             stats.bursts += 1;
         }
         Ok(out)
