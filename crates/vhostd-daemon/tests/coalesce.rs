@@ -24,7 +24,7 @@ fn eager(d: &Daemon) -> FakeGuest {
 
 fn control(d: &Daemon, cmd: Command) {
     let line = serde_json::to_string(&Request { v: 1, cmd }).unwrap();
-    let r = vhostd_daemon::control::handle(&[d.port.clone()], &line);
+    let r = vhostd_daemon::control::handle(std::slice::from_ref(&d.port), &line);
     assert!(r.ok, "{:?}", r.error);
 }
 
@@ -166,9 +166,9 @@ fn test_coalesce_adaptive_stays_immediate_for_request_response() {
 fn test_coalesce_bad_bounds_refused_and_unknown_queue_refused() {
     let d = Daemon::loopback(1);
     let line = r#"{"v":1,"cmd":"coalesce","port":"t","policy":{"mode":"fixed","usecs":5000000,"frames":1}}"#;
-    assert!(!vhostd_daemon::control::handle(&[d.port.clone()], line).ok);
+    assert!(!vhostd_daemon::control::handle(std::slice::from_ref(&d.port), line).ok);
     let line = r#"{"v":1,"cmd":"coalesce","port":"t","queue":9,"policy":{"mode":"off"}}"#;
-    assert!(!vhostd_daemon::control::handle(&[d.port.clone()], line).ok);
+    assert!(!vhostd_daemon::control::handle(std::slice::from_ref(&d.port), line).ok);
     let line = r#"{"v":1,"cmd":"set_priority","port":"nope","priority":"high"}"#;
-    assert!(!vhostd_daemon::control::handle(&[d.port.clone()], line).ok);
+    assert!(!vhostd_daemon::control::handle(std::slice::from_ref(&d.port), line).ok);
 }
