@@ -347,6 +347,7 @@ mod tests {
             index: 0,
             running: true,
             size: 256,
+            settings: QueueSettings::default(),
             stats: QueueStats::default(),
         };
         let v = serde_json::to_value(&q).unwrap();
