@@ -22,7 +22,8 @@ fn rig(tag: &str) -> Rig {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let ctl = dir.join("ctl.sock");
-    let (port, workers) = vhostd_daemon::start_port("p0", &BackendSpec::Loopback, "pair", 1).unwrap();
+    let (port, workers) =
+        vhostd_daemon::start_port("p0", &BackendSpec::Loopback, "pair", 1).unwrap();
     let l = vhostd_daemon::bind_socket(&ctl).unwrap();
     let ports = vec![port.clone()];
     std::thread::spawn(move || vhostd_daemon::control::serve(l, ports));
@@ -38,8 +39,16 @@ fn rig(tag: &str) -> Rig {
 }
 
 fn ctl(r: &Rig, args: &[&str]) -> (bool, String) {
-    let out = Command::new(VHOSTCTL).arg("--control-socket").arg(&r.ctl).args(args).output().unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr))
+    let out = Command::new(VHOSTCTL)
+        .arg("--control-socket")
+        .arg(&r.ctl)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+    )
 }
 
 #[test]
@@ -47,7 +56,10 @@ fn test_cli_stats_table_and_json() {
     let r = rig("stats");
     let (ok, out) = ctl(&r, &["stats"]);
     assert!(ok, "{out}");
-    assert!(out.contains("port p0") && out.contains("rx0") && out.contains("tx0"), "{out}");
+    assert!(
+        out.contains("port p0") && out.contains("rx0") && out.contains("tx0"),
+        "{out}"
+    );
     let (ok, out) = ctl(&r, &["stats", "--json"]);
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -57,7 +69,12 @@ fn test_cli_stats_table_and_json() {
 #[test]
 fn test_cli_coalesce_and_priority_change_settings() {
     let r = rig("coal");
-    let (ok, out) = ctl(&r, &["coalesce", "p0", "--queue", "0", "--usecs", "50", "--frames", "32"]);
+    let (ok, out) = ctl(
+        &r,
+        &[
+            "coalesce", "p0", "--queue", "0", "--usecs", "50", "--frames", "32",
+        ],
+    );
     assert!(ok, "{out}");
     assert!(out.contains("50us/32f"), "{out}");
     let (ok, out) = ctl(&r, &["coalesce", "p0", "--adaptive"]);

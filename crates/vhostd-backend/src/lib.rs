@@ -12,11 +12,13 @@
 #![deny(unsafe_code)]
 
 mod loopback;
+mod sink;
 pub mod tap;
 
 use std::os::unix::io::RawFd;
 
 pub use loopback::Loopback;
+pub use sink::Sink;
 pub use tap::Tap;
 
 /// Largest packet a back-end moves: 64 KiB frame (TSO/GSO) plus a 12-byte
@@ -54,7 +56,7 @@ pub enum BackendError {
     #[error("back-end i/o failed")]
     Io(#[source] std::io::Error),
     /// Unknown back-end specification.
-    #[error("unknown back-end {0:?} (use tap:IFNAME or loopback)")]
+    #[error("unknown back-end {0:?} (use tap:IFNAME, loopback or sink)")]
     UnknownSpec(String),
 }
 
@@ -101,6 +103,9 @@ pub enum BackendSpec {
     Tap(String),
     /// `loopback`.
     Loopback,
+    /// `sink`: every TX frame is taken (already copied in full out of guest
+    /// memory by the queue pair) and discarded; nothing is received.
+    Sink,
 }
 
 impl std::str::FromStr for BackendSpec {
@@ -108,6 +113,9 @@ impl std::str::FromStr for BackendSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "loopback" {
             return Ok(BackendSpec::Loopback);
+        }
+        if s == "sink" {
+            return Ok(BackendSpec::Sink);
         }
         if let Some(name) = s.strip_prefix("tap:") {
             tap::check_name(name)?;
@@ -122,6 +130,7 @@ impl std::fmt::Display for BackendSpec {
         match self {
             BackendSpec::Tap(n) => write!(f, "tap:{n}"),
             BackendSpec::Loopback => f.write_str("loopback"),
+            BackendSpec::Sink => f.write_str("sink"),
         }
     }
 }
@@ -131,7 +140,7 @@ impl BackendSpec {
     pub fn supports_offloads(&self) -> bool {
         match self {
             BackendSpec::Tap(_) => true,
-            BackendSpec::Loopback => false,
+            BackendSpec::Loopback | BackendSpec::Sink => false,
         }
     }
 
@@ -140,6 +149,7 @@ impl BackendSpec {
         match self {
             BackendSpec::Tap(name) => Ok(Box::new(Tap::open(name, pairs > 1 || index > 0)?)),
             BackendSpec::Loopback => Ok(Box::new(Loopback::new())),
+            BackendSpec::Sink => Ok(Box::new(Sink::default())),
         }
     }
 }
@@ -160,6 +170,7 @@ mod tests {
         );
         assert!("tap:".parse::<BackendSpec>().is_err());
         assert!("tap:0123456789abcdef".parse::<BackendSpec>().is_err());
-        assert!("sink".parse::<BackendSpec>().is_err());
+        assert_eq!("sink".parse::<BackendSpec>().unwrap(), BackendSpec::Sink);
+        assert!("source".parse::<BackendSpec>().is_err());
     }
 }

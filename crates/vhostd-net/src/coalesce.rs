@@ -7,9 +7,11 @@
 //! comes first. A timer (the caller's) enforces the time bound, so no call
 //! waits longer than `max_usecs`.
 //!
-//! `Adaptive` picks (max_usecs, max_packets) from the measured completion
-//! rate, one step at a time per window, like Linux net_dim: immediate at low
-//! rates (a request/response flow never waits), larger batches under load.
+//! `Adaptive` picks (max_usecs, max_packets) from the measured load, one
+//! step at a time per window, like Linux net_dim: it moves up only when the
+//! completion rate is high *and* bursts are already large (there is a batch
+//! to build), and down when either falls. A request/response flow publishes
+//! one completion per burst, so it stays immediate whatever its rate.
 //!
 //! Time is a parameter (`now`): the state machine never reads a clock, so
 //! tests drive it with a manual clock.
@@ -52,7 +54,11 @@ const LEVELS: [(u64, u32, u32); 4] = [
     (600_000, 100, 128),
 ];
 /// Adaptive measurement window.
-const WINDOW: Duration = Duration::from_millis(10);
+const WINDOW: Duration = Duration::from_millis(4);
+/// Adaptive: average completions per burst needed to move up a level, and
+/// below which it moves down.
+const BATCH_UP: u64 = 4;
+const BATCH_DOWN: u64 = 2;
 
 /// Per-queue coalescing state.
 #[derive(Debug, Clone)]
@@ -67,6 +73,7 @@ pub struct Coalescer {
     level: usize,
     window_start: Option<Instant>,
     window_packets: u64,
+    window_bursts: u64,
 }
 
 impl Default for Coalescer {
@@ -86,6 +93,7 @@ impl Coalescer {
             level: 0,
             window_start: None,
             window_packets: 0,
+            window_bursts: 0,
         }
     }
 
@@ -119,23 +127,29 @@ impl Coalescer {
     fn adapt(&mut self, now: Instant, packets: u32) {
         let start = *self.window_start.get_or_insert(now);
         self.window_packets += u64::from(packets);
+        self.window_bursts += 1;
         let span = now.saturating_duration_since(start);
         if span < WINDOW {
             return;
         }
         let nanos = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX).max(1);
         let rate = self.window_packets.saturating_mul(1_000_000_000) / nanos;
+        let per_burst = self.window_packets / self.window_bursts.max(1);
         // one level per window, up or down (hysteresis: leave a level only
         // when the rate is below half its entry rate)
-        let up = LEVELS.get(self.level + 1).is_some_and(|l| rate >= l.0);
+        let up = per_burst >= BATCH_UP && LEVELS.get(self.level + 1).is_some_and(|l| rate >= l.0);
         let down = self.level > 0 && LEVELS.get(self.level).is_some_and(|l| rate < l.0 / 2);
-        if up {
+        if per_burst < BATCH_DOWN {
+            // single completions: latency-bound traffic, stop holding calls now
+            self.level = 0;
+        } else if up {
             self.level += 1;
         } else if down {
             self.level -= 1;
         }
         self.window_start = Some(now);
         self.window_packets = 0;
+        self.window_bursts = 0;
     }
 
     /// A burst of `packets` completions was published; `wants_call` is the
@@ -319,6 +333,21 @@ mod tests {
         for i in 0..1000 {
             assert_eq!(
                 c.on_completion(us(t0, i * 100), 1, true),
+                Decision::Fire,
+                "at {i}"
+            );
+        }
+        assert_eq!(c.bounds(), (0, 0));
+    }
+
+    #[test]
+    fn test_coalesce_adaptive_fast_request_response_stays_immediate() {
+        let t0 = Instant::now();
+        let mut c = Coalescer::new(Policy::Adaptive);
+        // one completion per burst every 5 us = 200k/s, but nothing to batch
+        for i in 0..20_000 {
+            assert_eq!(
+                c.on_completion(us(t0, i * 5), 1, true),
                 Decision::Fire,
                 "at {i}"
             );
