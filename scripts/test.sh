@@ -40,6 +40,7 @@ run "dpdk-testpmd 2 queue pairs" bash tests/dpdk-testpmd.sh 2
 run "qemu guest 1 queue pair" bash tests/qemu-guest.sh 1 16
 run "qemu guest 2 queue pairs" bash tests/qemu-guest.sh 2 16
 run "qemu 10 guest 2 queue pairs, MSI-X" env QEMU_FLAVOR=backports bash tests/qemu-guest.sh 2 16
+run "qemu 10 guest interrupts with and without coalescing" bash tests/qemu-coalesce.sh 16
 step "done"
 echo "real clients: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -55,8 +55,10 @@ ip -n "$NS" tuntap add dev vhd0 mode tap multi_queue vnet_hdr || skip "cannot cr
 ip -n "$NS" addr add "$HOST_IP/16" dev vhd0
 ip -n "$NS" link set vhd0 up
 
+# VHOSTD_ARGS: extra vhostd flags (e.g. --coalesce 200,64), word-split on purpose
+# shellcheck disable=SC2086
 start_bg "$W/vhostd.log" ip netns exec "$NS" env RUST_LOG=${RUST_LOG:-info} "$VHOSTD" --socket-path "$W/v.sock" --backend tap:vhd0 \
-  --queues "$Q" --name guest --control-socket "$W/ctl.sock"
+  --queues "$Q" --name guest --control-socket "$W/ctl.sock" ${VHOSTD_ARGS:-}
 VHOSTD_PID=$LAST_PID
 wait_socket "$W/v.sock" 10 || { cat "$W/vhostd.log" >&2; fail "vhostd did not create its socket"; exit 1; }
 
@@ -105,6 +107,14 @@ if [ "$Q" -gt 1 ]; then
   grep -q "queues=.*rx-$((Q - 1))" "$W/serial-first.txt" || fail "guest did not enable $Q queue pairs"
 fi
 J1=$(stats_json "$W/ctl.sock") || fail "vhostctl stats failed"
+# Interrupts the guest took on its virtio queue vectors (config vector
+# excluded), against what vhostd moved: bytes per interrupt.
+IRQS=$(awk '/^VHD-IRQ/ && !/config/ {for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; else break} END {print n+0}' "$W/serial-first.txt")
+B1=$(( $(sum_field "$J1" all bytes) ))
+C1=$(sum_field "$J1" all calls); K1=$(sum_field "$J1" all calls_coalesced); S1=$(sum_field "$J1" all calls_suppressed)
+P1=$(sum_field "$J1" all packets); KI1=$(sum_field "$J1" all kicks)
+log "boot 1: guest virtio interrupts $IRQS, vhostd bytes $B1, bytes/interrupt $(( B1 / (IRQS > 0 ? IRQS : 1) )), calls $C1, coalesced $K1, suppressed $S1, kicks $KI1, packets $P1"
+[ -n "${IRQSTAT_OUT:-}" ] && echo "irqs=$IRQS bytes=$B1 calls=$C1 coalesced=$K1 suppressed=$S1 kicks=$KI1 packets=$P1" > "$IRQSTAT_OUT"
 log "boot 1 took $(awk -v a="$T0" -v b="$T1" 'BEGIN{printf "%.1f", b-a}') s"
 "$VHOSTCTL" --control-socket "$W/ctl.sock" stats >&2
 

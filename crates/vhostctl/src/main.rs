@@ -42,6 +42,9 @@ enum Sub {
         /// Print the raw JSON reply.
         #[arg(long)]
         json: bool,
+        /// Print the counters under the virtio 1.4 device-statistics names.
+        #[arg(long, conflicts_with = "json")]
+        device_stats: bool,
     },
     /// Live per-queue rates (packets/s, kicks/s, calls/s, bytes per call),
     /// refreshed in place like top.
@@ -189,8 +192,21 @@ fn main() {
     let cli = Cli::parse();
     let sock = cli.control_socket.as_path();
     let res = match cli.cmd {
-        Sub::Stats { port, json } => ask(sock, Command::Stats { port }).map(|r| {
-            if json {
+        Sub::Stats {
+            port,
+            json,
+            device_stats,
+        } => ask(sock, Command::Stats { port }).map(|r| {
+            if device_stats {
+                for p in &r.ports {
+                    println!("port {}", p.name);
+                    for q in &p.queues {
+                        let v = vhostd_api::device_stats(q.index % 2 == 0, &q.stats);
+                        let line: Vec<String> = v.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                        println!("  {} (vq {}): {}", q.name, q.index, line.join(" "));
+                    }
+                }
+            } else if json {
                 println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
             } else {
                 for p in &r.ports {

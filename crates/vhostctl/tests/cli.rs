@@ -64,6 +64,11 @@ fn test_cli_stats_table_and_json() {
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["ports"][0]["queues"][0]["packets"], 1);
+    let (ok, out) = ctl(&r, &["stats", "--device-stats"]);
+    assert!(
+        ok && out.contains("rx_packets=1") && out.contains("tx_notifications="),
+        "{out}"
+    );
 }
 
 #[test]

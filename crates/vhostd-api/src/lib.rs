@@ -99,6 +99,34 @@ queue_counters! {
     ring_errors,
 }
 
+/// The queue's counters under the names of the virtio 1.4 device
+/// statistics (VIRTIO_NET_F_DEVICE_STATS, §5.1.6.5.7), per RX or TX queue:
+/// notifications = kicks, interrupts = calls.
+pub fn device_stats(rx: bool, s: &QueueStats) -> Vec<(&'static str, u64)> {
+    if rx {
+        vec![
+            ("rx_notifications", s.kicks),
+            ("rx_packets", s.packets),
+            ("rx_bytes", s.bytes),
+            ("rx_interrupts", s.calls),
+            ("rx_drops", s.drops),
+            ("rx_drop_overruns", s.dropped_too_big),
+        ]
+    } else {
+        vec![
+            ("tx_notifications", s.kicks),
+            ("tx_packets", s.packets),
+            ("tx_bytes", s.bytes),
+            ("tx_interrupts", s.calls),
+            ("tx_drops", s.drops),
+            (
+                "tx_drop_malformed",
+                s.dropped_malformed + s.dropped_bad_header + s.bad_chains,
+            ),
+        ]
+    }
+}
+
 /// State of a port as the control socket reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -320,6 +348,23 @@ mod tests {
             r#"{"v":1,"cmd":"coalesce","port":"p","queue":1,"policy":{"mode":"fixed","usecs":50,"frames":32}}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r);
+    }
+
+    #[test]
+    fn test_device_stats_names_follow_virtio_1_4() {
+        let s = QueueStats {
+            kicks: 1,
+            calls: 2,
+            packets: 3,
+            dropped_malformed: 4,
+            bad_chains: 1,
+            ..Default::default()
+        };
+        let rx = device_stats(true, &s);
+        assert_eq!(rx[0], ("rx_notifications", 1));
+        assert_eq!(rx[3], ("rx_interrupts", 2));
+        let tx = device_stats(false, &s);
+        assert_eq!(tx[5], ("tx_drop_malformed", 5));
     }
 
     #[test]
