@@ -23,7 +23,7 @@ fn rig(tag: &str) -> Rig {
     std::fs::create_dir_all(&dir).unwrap();
     let ctl = dir.join("ctl.sock");
     let (port, workers) =
-        vhostd_daemon::start_port("p0", &BackendSpec::Loopback, "pair", 1).unwrap();
+        vhostd_daemon::start_port("p0", &BackendSpec::Loopback, "pair", 1, false).unwrap();
     let l = vhostd_daemon::bind_socket(&ctl).unwrap();
     let ports = vec![port.clone()];
     std::thread::spawn(move || vhostd_daemon::control::serve(l, ports));

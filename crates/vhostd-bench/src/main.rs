@@ -92,7 +92,8 @@ fn vring_need_event(event: u16, new: u16, old: u16) -> bool {
 
 impl Run {
     fn new(backend: &BackendSpec, pol: Pol) -> Self {
-        let (port, workers) = vhostd_daemon::start_port("bench", backend, "pair", 1).unwrap();
+        let (port, workers) =
+            vhostd_daemon::start_port("bench", backend, "pair", 1, false).unwrap();
         port.update_settings(None, |s| s.coalesce = pol.coalesce());
         let (a, b) = UnixStream::pair().unwrap();
         let (p2, w2) = (port.clone(), workers.clone());

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod control;
+pub mod ctrl;
 pub mod port;
 pub mod proto;
 pub mod quirks;
@@ -69,6 +70,11 @@ pub struct Args {
     /// completions). Change at run time with `vhostctl coalesce`.
     #[arg(long, default_value = "off")]
     pub coalesce: String,
+    /// Serve the control virtqueue (index 2*N) in vhostd and offer
+    /// VIRTIO_NET_F_CTRL_VQ, NOTF_COAL and VQ_NOTF_COAL, for front-ends that
+    /// pass the control queue to the back-end (QEMU keeps it: leave off).
+    #[arg(long)]
+    pub ctrl_vq: bool,
     /// Virtqueue index with high interrupt priority (repeatable): serviced
     /// first, never coalesced, its worker at a higher scheduling priority.
     #[arg(long = "high-priority-queue")]
@@ -135,6 +141,7 @@ pub fn start_port(
     spec: &BackendSpec,
     socket: &str,
     queues: usize,
+    ctrl_vq: bool,
 ) -> Result<(Arc<Port>, Arc<Vec<WorkerHandle>>), DaemonError> {
     if queues == 0 || queues > MAX_QUEUE_PAIRS {
         return Err(DaemonError::Arg(format!(
@@ -146,6 +153,7 @@ pub fn start_port(
         spec.clone(),
         socket.to_string(),
         queues,
+        ctrl_vq,
     ));
     let mut workers = Vec::with_capacity(queues);
     for i in 0..queues {
@@ -187,7 +195,7 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| format!("fd:{}", args.fd.unwrap_or(-1)));
-    let (port, workers) = start_port(&args.name, &spec, &sock_display, args.queues)?;
+    let (port, workers) = start_port(&args.name, &spec, &sock_display, args.queues, args.ctrl_vq)?;
     port.update_settings(None, |s| s.coalesce = coalesce);
     for &q in &args.high_priority_queues {
         if !port.update_settings(Some(q), |s| s.priority = Priority::High) {

@@ -18,6 +18,8 @@ pub struct Port {
     pub socket: String,
     /// Queue pairs.
     pub queue_pairs: usize,
+    /// A control virtqueue (index 2 * queue_pairs) is served (`--ctrl-vq`).
+    pub ctrl_vq: bool,
     /// Counters per virtqueue (RX = 2i, TX = 2i + 1).
     pub counters: Vec<QueueCounters>,
     /// Whether a worker runs each virtqueue.
@@ -43,13 +45,20 @@ pub struct Port {
 
 impl Port {
     /// A port with zeroed counters.
-    pub fn new(name: String, backend: BackendSpec, socket: String, queue_pairs: usize) -> Self {
-        let n = 2 * queue_pairs;
+    pub fn new(
+        name: String,
+        backend: BackendSpec,
+        socket: String,
+        queue_pairs: usize,
+        ctrl_vq: bool,
+    ) -> Self {
+        let n = 2 * queue_pairs + usize::from(ctrl_vq);
         Port {
             name,
             backend,
             socket,
             queue_pairs,
+            ctrl_vq,
             counters: (0..n).map(|_| QueueCounters::default()).collect(),
             running: (0..n).map(|_| AtomicBool::new(false)).collect(),
             sizes: (0..n).map(|_| AtomicU32::new(0)).collect(),
@@ -87,6 +96,23 @@ impl Port {
         true
     }
 
+    /// Applies `f` to the settings of every data queue `pred` selects.
+    pub fn update_settings_where(
+        &self,
+        pred: impl Fn(usize) -> bool,
+        f: impl Fn(&mut QueueSettings),
+    ) {
+        if let Ok(mut s) = self.settings.lock() {
+            let data = 2 * self.queue_pairs;
+            for (i, qs) in s.iter_mut().enumerate().take(data) {
+                if pred(i) {
+                    f(qs);
+                }
+            }
+            self.settings_gen.fetch_add(1, Ordering::Release);
+        }
+    }
+
     /// Current settings of every queue.
     pub fn settings_snapshot(&self) -> Vec<QueueSettings> {
         self.settings.lock().map(|s| s.clone()).unwrap_or_default()
@@ -104,7 +130,11 @@ impl Port {
                 let stats = c.snapshot();
                 total.accumulate(&stats);
                 QueueReport {
-                    name: format!("{}{}", if i % 2 == 0 { "rx" } else { "tx" }, i / 2),
+                    name: if i == 2 * self.queue_pairs {
+                        "ctrl".to_string()
+                    } else {
+                        format!("{}{}", if i % 2 == 0 { "rx" } else { "tx" }, i / 2)
+                    },
                     index: u32::try_from(i).unwrap_or(u32::MAX),
                     running: self
                         .running

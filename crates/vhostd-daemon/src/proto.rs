@@ -26,7 +26,7 @@ use vhost::vhost_user::{
 };
 use vhost::VhostUserMemoryRegionBase;
 use vhostd_mem::{GuestMem, RegionSpec, MAX_REGIONS};
-use vhostd_net::features::{offered, VHOST_USER_F_PROTOCOL_FEATURES};
+use vhostd_net::features::{offered, CTRL_FEATURES, VHOST_USER_F_PROTOCOL_FEATURES};
 use vhostd_net::NetConfig;
 use vhostd_virtq::{QueueConfig, SplitQueue, MAX_QUEUE_SIZE};
 
@@ -107,9 +107,10 @@ fn invalid(why: &'static str) -> VuError {
 impl PortHandler {
     /// A fresh handler (a new connection starts from scratch).
     pub fn new(port: Arc<Port>, workers: Arc<Vec<WorkerHandle>>) -> Self {
-        let n = 2 * port.queue_pairs;
+        let n = port.counters.len();
+        let ctrl = if port.ctrl_vq { CTRL_FEATURES } else { 0 };
         PortHandler {
-            offered: offered(port.backend.supports_offloads()),
+            offered: offered(port.backend.supports_offloads()) | ctrl,
             port,
             workers,
             acked: 0,
@@ -136,6 +137,10 @@ impl PortHandler {
     }
 
     fn worker(&self, vq: usize) -> Option<(&WorkerHandle, Dir)> {
+        if vq == 2 * self.port.queue_pairs {
+            // the control queue lives on the first worker
+            return self.workers.first().map(|w| (w, Dir::Ctrl));
+        }
         let dir = if vq.is_multiple_of(2) {
             Dir::Rx
         } else {

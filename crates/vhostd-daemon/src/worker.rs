@@ -39,6 +39,8 @@ pub enum Dir {
     Rx = 0,
     /// Driver -> device (virtqueue 2i + 1).
     Tx = 1,
+    /// The control virtqueue (2N; first worker only, `--ctrl-vq`).
+    Ctrl = 2,
 }
 
 /// A ring handed to a worker.
@@ -82,6 +84,7 @@ const TOKEN_RX_KICK: u64 = 1;
 const TOKEN_TX_KICK: u64 = 2;
 const TOKEN_BACKEND: u64 = 3;
 const TOKEN_TIMER: u64 = 4;
+const TOKEN_CTRL_KICK: u64 = 5;
 /// Nice value of a worker serving a high-priority queue (needs
 /// CAP_SYS_NICE; without it the worker keeps the default and says so).
 const HIGH_PRIORITY_NICE: i32 = -10;
@@ -119,11 +122,13 @@ impl WorkerHandle {
                 ctrl: wake2,
                 cmds: rx,
                 qp: QueuePair::new(backend),
-                rings: [None, None],
+                rings: [None, None, None],
+                ctrl_queue: None,
+                ctrl_chain: vhostd_virtq::Chain::with_capacity(8),
                 backend_armed: false,
                 timer,
                 timer_deadline: None,
-                settings: [QueueSettings::default(); 2],
+                settings: [QueueSettings::default(); 3],
                 settings_gen: u64::MAX,
                 nice: 0,
             };
@@ -189,12 +194,15 @@ struct Worker {
     ctrl: EventFd,
     cmds: Receiver<Cmd>,
     qp: QueuePair,
-    rings: [Option<Ring>; 2],
+    rings: [Option<Ring>; 3],
+    /// The control virtqueue, when this worker serves it.
+    ctrl_queue: Option<SplitQueue>,
+    ctrl_chain: vhostd_virtq::Chain,
     backend_armed: bool,
     timer: TimerFd,
     timer_deadline: Option<Instant>,
-    /// Settings of [RX, TX], applied to rings as they start.
-    settings: [QueueSettings; 2],
+    /// Settings of [RX, TX, ctrl], applied to rings as they start.
+    settings: [QueueSettings; 3],
     settings_gen: u64,
     nice: i32,
 }
@@ -225,7 +233,10 @@ fn signal_eventfd(f: &File) {
 
 impl Worker {
     fn vq(&self, dir: Dir) -> usize {
-        2 * self.index + dir as usize
+        match dir {
+            Dir::Ctrl => 2 * self.port.queue_pairs,
+            _ => 2 * self.index + dir as usize,
+        }
     }
 
     fn run(&mut self) {
@@ -270,6 +281,7 @@ impl Worker {
                     }
                     TOKEN_RX_KICK => self.kicked(Dir::Rx),
                     TOKEN_TX_KICK => self.kicked(Dir::Tx),
+                    TOKEN_CTRL_KICK => self.kicked(Dir::Ctrl),
                     _ => {} // back-end readable: handled by process_rx below
                 }
             }
@@ -315,11 +327,31 @@ impl Worker {
                 .filter(|r| !r.broken)
                 .map(|r| match dir {
                     Dir::Tx => qp.process_tx(&r.mem, &mut r.stats),
-                    Dir::Rx => qp.process_rx(&r.mem, &mut r.stats),
+                    // (the control queue is not in `order`; see below)
+                    Dir::Rx | Dir::Ctrl => qp.process_rx(&r.mem, &mut r.stats),
                 });
             if let Some(res) = res {
                 more |= self.finish(dir, res, now);
             }
+        }
+        let port = self.port.clone();
+        let res = match (
+            self.rings[Dir::Ctrl as usize]
+                .as_mut()
+                .filter(|r| !r.broken),
+            self.ctrl_queue.as_mut(),
+        ) {
+            (Some(r), Some(q)) => Some(vhostd_net::ctrl::process_ctrl(
+                q,
+                &r.mem,
+                &mut self.ctrl_chain,
+                &mut r.stats,
+                &mut |class, cmd, data| crate::ctrl::command(&port, class, cmd, data),
+            )),
+            _ => None,
+        };
+        if let Some(res) = res {
+            more |= self.finish(Dir::Ctrl, res, now);
         }
         self.fire_due(now);
         self.arm_timer(now);
@@ -463,7 +495,7 @@ impl Worker {
     }
 
     fn publish(&mut self) {
-        for dir in [Dir::Rx, Dir::Tx] {
+        for dir in [Dir::Rx, Dir::Tx, Dir::Ctrl] {
             let vq = self.vq(dir);
             if let (Some(r), Some(c)) = (
                 self.rings[dir as usize].as_mut(),
@@ -515,6 +547,7 @@ impl Worker {
                 Cmd::Shutdown => {
                     self.stop(Dir::Rx);
                     self.stop(Dir::Tx);
+                    self.stop(Dir::Ctrl);
                     return false;
                 }
             }
@@ -526,6 +559,7 @@ impl Worker {
         match dir {
             Dir::Rx => TOKEN_RX_KICK,
             Dir::Tx => TOKEN_TX_KICK,
+            Dir::Ctrl => TOKEN_CTRL_KICK,
         }
     }
 
@@ -553,6 +587,7 @@ impl Worker {
         match dir {
             Dir::Rx => self.qp.set_rx(Some(ring.queue)),
             Dir::Tx => self.qp.set_tx(Some(ring.queue)),
+            Dir::Ctrl => self.ctrl_queue.replace(ring.queue),
         };
         self.rings[dir as usize] = Some(Ring {
             mem: ring.mem,
@@ -602,6 +637,7 @@ impl Worker {
         let q = match dir {
             Dir::Rx => self.qp.set_rx(None),
             Dir::Tx => self.qp.set_tx(None),
+            Dir::Ctrl => self.ctrl_queue.take(),
         };
         self.arm_backend();
         q.map(|q| q.next_avail())

@@ -172,3 +172,117 @@ fn test_coalesce_bad_bounds_refused_and_unknown_queue_refused() {
     let line = r#"{"v":1,"cmd":"set_priority","port":"nope","priority":"high"}"#;
     assert!(!vhostd_daemon::control::handle(std::slice::from_ref(&d.port), line).ok);
 }
+
+fn ctrl_guest(d: &Daemon) -> FakeGuest {
+    d.guest(GuestOptions {
+        ctrl_vq: true,
+        ..Default::default()
+    })
+    .0
+}
+
+const NOTF_COAL: u8 = 6;
+
+#[test]
+fn test_ctrl_vq_features_offered_only_with_flag() {
+    let plain = Daemon::loopback(1);
+    let g = plain
+        .guest(GuestOptions {
+            features: u64::MAX,
+            ..Default::default()
+        })
+        .0;
+    assert_eq!(g.features & ((1 << 17) | (1 << 52) | (1 << 53)), 0);
+    let d = Daemon::with_ctrl(1, true);
+    let g = d
+        .guest(GuestOptions {
+            features: !(1 << 63),
+            ctrl_vq: true,
+            ..Default::default()
+        })
+        .0;
+    assert_eq!(
+        g.features & ((1 << 17) | (1 << 52) | (1 << 53)),
+        (1 << 17) | (1 << 52) | (1 << 53)
+    );
+}
+
+#[test]
+fn test_ctrl_vq_notf_coal_rx_set_applies_to_rx_queues() {
+    let d = Daemon::with_ctrl(2, true);
+    let mut g = d
+        .guest(GuestOptions {
+            ctrl_vq: true,
+            queue_pairs: 2,
+            ..Default::default()
+        })
+        .0;
+    let mut data = Vec::new();
+    data.extend_from_slice(&32u32.to_le_bytes()); // max_packets
+    data.extend_from_slice(&50u32.to_le_bytes()); // max_usecs
+    let (ack, _) = g.ctrl_cmd(NOTF_COAL, 1, &data, 0); // RX_SET
+    assert_eq!(ack, 0);
+    let q = d.port.report().queues;
+    assert_eq!(
+        q[0].settings.coalesce,
+        CoalescePolicy::Fixed {
+            usecs: 50,
+            frames: 32
+        }
+    );
+    assert_eq!(
+        q[2].settings.coalesce,
+        CoalescePolicy::Fixed {
+            usecs: 50,
+            frames: 32
+        }
+    );
+    assert_eq!(q[1].settings.coalesce, CoalescePolicy::Off, "TX untouched");
+    assert_eq!(q[4].name, "ctrl");
+}
+
+#[test]
+fn test_ctrl_vq_notf_coal_vq_set_get_roundtrip_and_bounds() {
+    let d = Daemon::with_ctrl(1, true);
+    let mut g = ctrl_guest(&d);
+    let mut data = Vec::new();
+    data.extend_from_slice(&1u16.to_le_bytes()); // vq 1 (tx0)
+    data.extend_from_slice(&0u16.to_le_bytes());
+    data.extend_from_slice(&16u32.to_le_bytes());
+    data.extend_from_slice(&100u32.to_le_bytes());
+    assert_eq!(g.ctrl_cmd(NOTF_COAL, 2, &data, 0).0, 0); // VQ_SET
+    let (ack, reply) = g.ctrl_cmd(NOTF_COAL, 3, &[1, 0, 0, 0], 8); // VQ_GET
+    assert_eq!(ack, 0);
+    assert_eq!(reply, [16u32.to_le_bytes(), 100u32.to_le_bytes()].concat());
+    // the control queue itself and past the end are refused
+    assert_eq!(g.ctrl_cmd(NOTF_COAL, 3, &[2, 0, 0, 0], 8).0, 1);
+    assert_eq!(
+        g.ctrl_cmd(NOTF_COAL, 2, &[9, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0], 0)
+            .0,
+        1
+    );
+    // short data, unknown class
+    assert_eq!(g.ctrl_cmd(NOTF_COAL, 0, &[1, 2], 0).0, 1);
+    assert_eq!(g.ctrl_cmd(77, 0, &[], 0).0, 1);
+    // MQ pairs: 1 ok, 2 refused on a 1-pair port
+    assert_eq!(g.ctrl_cmd(4, 0, &1u16.to_le_bytes(), 0).0, 0);
+    assert_eq!(g.ctrl_cmd(4, 0, &2u16.to_le_bytes(), 0).0, 1);
+    // the coalescing the guest asked for is in force: traffic still flows
+    let f = eth_frame(100, 1);
+    g.send(0, &f);
+    assert_eq!(g.recv_n(0, 1, T), vec![swapped(&f)]);
+}
+
+#[test]
+fn test_ctrl_vq_bad_chain_completed_empty() {
+    let d = Daemon::with_ctrl(1, true);
+    let mut g = ctrl_guest(&d);
+    let drv = g.ctrl.as_mut().unwrap();
+    // a request with no writable ack byte
+    let head = drv.send_tx(&[NOTF_COAL, 0]).unwrap();
+    g.kicks[2].write(1).unwrap();
+    let drv = g.ctrl.as_mut().unwrap();
+    assert!(FakeGuest::wait_for(T, || drv.used_idx() == 1));
+    assert_eq!(drv.used(), vec![(head, 0)]);
+    assert!(FakeGuest::wait_for(T, || d.stats(2).bad_chains == 1));
+}

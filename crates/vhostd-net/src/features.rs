@@ -34,6 +34,14 @@ pub const OFFLOAD_FEATURES: u64 = bit(vn::VIRTIO_NET_F_CSUM)
     | bit(vn::VIRTIO_NET_F_GUEST_ECN)
     | bit(vn::VIRTIO_NET_F_GUEST_UFO);
 
+/// The control virtqueue and the notification-coalescing commands on it,
+/// offered only with `--ctrl-vq`: for a front-end that hands the control
+/// queue to the back-end. QEMU keeps the control queue for itself (and masks
+/// these bits), so by default they are not offered.
+pub const CTRL_FEATURES: u64 = bit(vn::VIRTIO_NET_F_CTRL_VQ)
+    | bit(vn::VIRTIO_NET_F_NOTF_COAL)
+    | bit(vn::VIRTIO_NET_F_VQ_NOTF_COAL);
+
 /// The feature set offered for a back-end.
 pub fn offered(offloads: bool) -> u64 {
     if offloads {

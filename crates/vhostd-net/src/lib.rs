@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod coalesce;
+pub mod ctrl;
 pub mod features;
 pub mod hdr;
 mod queue_pair;

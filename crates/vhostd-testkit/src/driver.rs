@@ -240,6 +240,51 @@ impl FakeDriver {
         posted
     }
 
+    /// A request/response chain: `out` in one readable descriptor, then one
+    /// writable descriptor of `in_len` bytes. Returns (head, writable desc).
+    pub fn send_rw(&mut self, out: &[u8], in_len: u32) -> Option<(u16, u16)> {
+        if self.free.len() < 2
+            || out.len() > self.layout.buf_size as usize
+            || in_len > self.layout.buf_size
+        {
+            return None;
+        }
+        let a = self.free.pop().unwrap();
+        let b = self.free.pop().unwrap();
+        self.mem.write(self.buf_addr(a), out).unwrap();
+        self.mem
+            .write(self.buf_addr(b), &vec![0xeeu8; in_len as usize])
+            .unwrap();
+        self.write_desc(
+            a,
+            RawDesc {
+                addr: self.buf_addr(a),
+                len: out.len() as u32,
+                flags: F_NEXT,
+                next: b,
+            },
+        );
+        self.write_desc(
+            b,
+            RawDesc {
+                addr: self.buf_addr(b),
+                len: in_len,
+                flags: F_WRITE,
+                next: 0,
+            },
+        );
+        self.inflight.insert(a, vec![a, b]);
+        self.publish(a);
+        Some((a, b))
+    }
+
+    /// Reads `len` bytes of descriptor `i`'s buffer.
+    pub fn read_buf(&self, i: u16, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        self.mem.read(self.buf_addr(i), &mut b).unwrap();
+        b
+    }
+
     /// Makes `head` available with descriptors written by hand (hostile).
     pub fn push_raw(&mut self, descs: &[(u16, RawDesc)], head: u16) {
         for &(i, d) in descs {

@@ -97,6 +97,8 @@ pub struct GuestOptions {
     pub features: u64,
     pub mem_size: u64,
     pub rx_buffers: usize,
+    /// Set up a control virtqueue (index 2 * queue_pairs) too.
+    pub ctrl_vq: bool,
 }
 
 impl Default for GuestOptions {
@@ -113,6 +115,7 @@ impl Default for GuestOptions {
                 | VIRTIO_NET_F_MQ,
             mem_size: 16 << 20,
             rx_buffers: 128,
+            ctrl_vq: false,
         }
     }
 }
@@ -129,12 +132,14 @@ pub struct FakeGuest {
     pub kicks: Vec<EventFd>,
     pub features: u64,
     pub opts: GuestOptions,
+    /// The control queue's driver (with `ctrl_vq`).
+    pub ctrl: Option<FakeDriver>,
 }
 
 impl FakeGuest {
     /// Drives the whole vhost-user set-up over `stream`, then posts RX buffers.
     pub fn connect(stream: UnixStream, opts: GuestOptions) -> Self {
-        let nq = 2 * opts.queue_pairs;
+        let nq = 2 * opts.queue_pairs + usize::from(opts.ctrl_vq);
         let mut frontend = FakeFrontend::new(stream, nq as u64);
         let fe = &mut frontend.fe;
         fe.set_owner().unwrap();
@@ -196,6 +201,7 @@ impl FakeGuest {
         }
         let mut rx = Vec::new();
         let mut tx = Vec::new();
+        let ctrl = if opts.ctrl_vq { drivers.pop() } else { None };
         for (i, d) in drivers.into_iter().enumerate() {
             if i % 2 == 0 {
                 rx.push(d);
@@ -212,6 +218,7 @@ impl FakeGuest {
             kicks,
             features,
             opts,
+            ctrl,
         };
         for qp in 0..opts.queue_pairs {
             g.refill_rx(qp, opts.rx_buffers);
@@ -319,6 +326,32 @@ impl FakeGuest {
             std::thread::sleep(Duration::from_millis(1));
         }
         pred()
+    }
+
+    /// Sends a control command and waits for its answer: (ack, reply data).
+    pub fn ctrl_cmd(&mut self, class: u8, cmd: u8, data: &[u8], reply_len: usize) -> (u8, Vec<u8>) {
+        let q = 2 * self.opts.queue_pairs;
+        let drv = self.ctrl.as_mut().expect("guest made without ctrl_vq");
+        let mut out = vec![class, cmd];
+        out.extend_from_slice(data);
+        let before = drv.used_idx();
+        let (_, wdesc) = drv.send_rw(&out, reply_len as u32 + 1).unwrap();
+        self.kicks[q].write(1).unwrap();
+        let drv = self.ctrl.as_mut().unwrap();
+        assert!(
+            Self::wait_for(Duration::from_secs(5), || drv.used_idx() != before),
+            "no answer on the control queue"
+        );
+        let used = drv.used();
+        let (id, len) = used[0];
+        assert_eq!(
+            len as usize,
+            reply_len + 1,
+            "used length covers reply and ack"
+        );
+        let buf = drv.read_buf(wdesc, reply_len + 1);
+        drv.complete_tx(id);
+        (buf[reply_len], buf[..reply_len].to_vec())
     }
 
     /// Number of calls received on queue `q` since the last look (drains).

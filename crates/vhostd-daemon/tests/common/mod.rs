@@ -26,8 +26,13 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn loopback(queues: usize) -> Self {
+        Self::with_ctrl(queues, false)
+    }
+
+    pub fn with_ctrl(queues: usize, ctrl_vq: bool) -> Self {
         let (port, workers) =
-            vhostd_daemon::start_port("t", &BackendSpec::Loopback, "pair", queues).unwrap();
+            vhostd_daemon::start_port("t", &BackendSpec::Loopback, "pair", queues, ctrl_vq)
+                .unwrap();
         Daemon { port, workers }
     }
 
