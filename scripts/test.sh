@@ -41,6 +41,8 @@ run "qemu guest 1 queue pair" bash tests/qemu-guest.sh 1 16
 run "qemu guest 2 queue pairs" bash tests/qemu-guest.sh 2 16
 run "qemu 10 guest 2 queue pairs, MSI-X" env QEMU_FLAVOR=backports bash tests/qemu-guest.sh 2 16
 run "qemu 10 guest interrupts with and without coalescing" bash tests/qemu-coalesce.sh 16
+run "benchmark smoke (figures only, never pass/fail on numbers)" bash -c \
+  "target/debug/vhostd-bench exits --secs 0.2 --pings 200 && target/debug/vhostd-bench priority --pings 200"
 step "done"
 echo "real clients: $passed passed, $failed failed"
 [ "$failed" = 0 ]
