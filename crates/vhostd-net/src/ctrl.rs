@@ -12,6 +12,7 @@ use vhostd_mem::GuestMem;
 use vhostd_virtq::{Chain, QueueError, SplitQueue};
 use virtio_bindings::bindings::virtio_net as vn;
 
+use crate::queue_pair::publish_burst;
 use crate::{Outcome, Status, BURST};
 
 /// Largest command accepted (header + data); NOTF_COAL and MQ need < 16.
@@ -110,18 +111,5 @@ pub fn process_ctrl(
         }
         break Status::Idle;
     };
-    let mut out = Outcome {
-        status,
-        call: false,
-        published: false,
-        completed: 0,
-    };
-    if done > 0 {
-        q.publish_used(mem)?;
-        out.call = q.needs_notification(mem)?;
-        out.published = true;
-        out.completed = u32::try_from(done).unwrap_or(u32::MAX);
-        stats.bursts += 1;
-    }
-    Ok(out)
+    publish_burst(q, mem, done, status, stats)
 }

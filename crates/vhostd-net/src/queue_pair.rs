@@ -46,6 +46,31 @@ pub struct Outcome {
     pub completed: u32,
 }
 
+/// Ends a burst: publishes the `done` used entries written (one release
+/// store of used.idx) and makes the one notification decision for them.
+pub(crate) fn publish_burst(
+    q: &mut SplitQueue,
+    mem: &GuestMem,
+    done: usize,
+    status: Status,
+    stats: &mut QueueStats,
+) -> Result<Outcome, QueueError> {
+    let mut out = Outcome {
+        status,
+        call: false,
+        published: false,
+        completed: 0,
+    };
+    if done > 0 {
+        q.publish_used(mem)?;
+        out.call = q.needs_notification(mem)?;
+        out.published = true;
+        out.completed = u32::try_from(done).unwrap_or(u32::MAX);
+        stats.bursts += 1;
+    }
+    Ok(out)
+}
+
 impl Outcome {
     const IDLE: Outcome = Outcome {
         status: Status::Idle,
@@ -183,20 +208,7 @@ impl QueuePair {
             }
             break Status::Idle;
         };
-        let mut out = Outcome {
-            status,
-            call: false,
-            published: false,
-            completed: 0,
-        };
-        if done > 0 {
-            q.publish_used(mem)?;
-            out.call = q.needs_notification(mem)?;
-            out.published = true;
-            out.completed = u32::try_from(done).unwrap_or(u32::MAX);
-            stats.bursts += 1;
-        }
-        Ok(out)
+        publish_burst(q, mem, done, status, stats)
     }
 
     fn tx_one(
@@ -313,20 +325,7 @@ impl QueuePair {
                 }
             }
         };
-        let mut out = Outcome {
-            status,
-            call: false,
-            published: false,
-            completed: 0,
-        };
-        if used > 0 {
-            q.publish_used(mem)?;
-            out.call = q.needs_notification(mem)?;
-            out.published = true;
-            out.completed = u32::try_from(used).unwrap_or(u32::MAX);
-            stats.bursts += 1;
-        }
-        Ok(out)
+        publish_burst(q, mem, used, status, stats)
     }
 
     /// Writes one packet into as many RX chains as it needs (one unless
