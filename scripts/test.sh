@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: formatting, lints, unit + in-process integration tests
 # (cargo test), then the real clients: DPDK testpmd (virtio-user) with 1 and
-# 2 queue pairs, and a Linux guest under QEMU with 1 and 2 queue pairs.
+# 2 queue pairs, a Linux guest under QEMU 7.2 (1 and 2 pairs) and QEMU 10
+# (MSI-X, 2 pairs, and the interrupt measurement with coalescing), then a
+# fuzz smoke (every target 20 s) and the benchmarks briefly (figures only).
 # A real-client test that cannot run is a failure here, not a pass.
 #
 #   scripts/test.sh            (as root on Debian 12; installs what it needs)
@@ -41,6 +43,7 @@ run "qemu guest 1 queue pair" bash tests/qemu-guest.sh 1 16
 run "qemu guest 2 queue pairs" bash tests/qemu-guest.sh 2 16
 run "qemu 10 guest 2 queue pairs, MSI-X" env QEMU_FLAVOR=backports bash tests/qemu-guest.sh 2 16
 run "qemu 10 guest interrupts with and without coalescing" bash tests/qemu-coalesce.sh 16
+run "fuzz smoke (20 s per target)" bash scripts/fuzz.sh 20
 run "benchmark smoke (figures only, never pass/fail on numbers)" bash -c \
   "target/debug/vhostd-bench exits --secs 0.2 --pings 200 && target/debug/vhostd-bench priority --pings 200"
 step "done"
