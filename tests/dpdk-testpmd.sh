@@ -24,7 +24,7 @@ W=$(mktemp -d /tmp/vhostd-testpmd.XXXXXX)
 FAILED=0
 trap 'cleanup_pids; [ "$FAILED" = 0 ] && rm -rf "$W" || log "files kept in $W"' EXIT
 
-start_bg "$W/vhostd.log" "$VHOSTD" --socket-path "$W/v.sock" --backend loopback --queues "$Q" \
+start_bg "$W/vhostd.log" env RUST_LOG=${RUST_LOG:-debug} "$VHOSTD" --socket-path "$W/v.sock" --backend loopback --queues "$Q" \
   --name dpdk --control-socket "$W/ctl.sock"
 wait_socket "$W/v.sock" 10 || { cat "$W/vhostd.log" >&2; fail "vhostd did not create its socket"; exit 1; }
 
@@ -39,11 +39,13 @@ run_testpmd() { # run_testpmd ATTEMPT
   return $rc
 }
 INFLIGHT=$((32 * Q))
-# The seed burst is sent before testpmd's forwarding loop starts polling;
-# testpmd 22.11 sometimes never receives frames that come back that early
-# (seen against DPDK's own net_vhost as well), and the loop then has nothing
-# to forward. Such an attempt (testpmd TX == seed) is retried on a new
-# connection to the same vhostd; counters are compared per attempt (deltas).
+# Seen on CI, mostly on the first testpmd run of a machine: testpmd stops
+# receiving early in the loop (TX = 32 or 64) although vhostd has written
+# every frame into the RX ring (vhostd rx == tx, no drop, no bad chain).
+# rxonly + tx_first against DPDK's own net_vhost loses frames the same way,
+# so it looks like testpmd 22.11's, but it is not understood yet (see the
+# issue notes). An attempt whose loop died early (TX < 10000) is retried on
+# a new connection to the same vhostd; counters are compared per attempt.
 for attempt in 1 2 3; do
   J0=$(stats_json "$W/ctl.sock") || { fail "vhostctl stats failed"; exit 1; }
   run_testpmd "$attempt" || { tail -20 "$W/testpmd-$attempt.log" >&2; fail "testpmd exited with an error"; exit 1; }
@@ -51,8 +53,8 @@ for attempt in 1 2 3; do
   read -r TP_RX TP_TX < <(awk '/Accumulated forward statistics/ {acc=1} acc && /RX-packets:/ {rx=$2} acc && /TX-packets:/ {tx=$2} END {print rx+0, tx+0}' "$W/testpmd-$attempt.log")
   sleep 0.5
   J=$(stats_json "$W/ctl.sock") || { fail "vhostctl stats failed"; exit 1; }
-  [ "$TP_TX" -gt "$INFLIGHT" ] && break
-  log "attempt $attempt: the seed burst never came back to testpmd (TX=$TP_TX RX=$TP_RX); retrying"
+  [ "$TP_TX" -ge 10000 ] && break
+  log "attempt $attempt: testpmd's loop died early (TX=$TP_TX RX=$TP_RX, vhostd delivered $(( $(sum_field "$J" rx packets) - $(sum_field "$J0" rx packets) ))); retrying"
 done
 d() { echo $(( $(sum_field "$J" "$1" "$2") - $(sum_field "$J0" "$1" "$2") )); }
 V_RX=$(d rx packets); V_TX=$(d tx packets)
