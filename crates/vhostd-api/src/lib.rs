@@ -9,6 +9,7 @@
 //! so the daemon, the CLI and docs/METRICS.md cannot drift apart.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![deny(clippy::indexing_slicing)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -311,6 +312,7 @@ impl Response {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -13,12 +13,17 @@ use virtio_bindings::bindings::virtio_net as vn;
 use crate::port::Port;
 
 fn le16(d: &[u8], at: usize) -> Option<u16> {
-    d.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]))
+    d.get(at..at.checked_add(2)?)?
+        .try_into()
+        .ok()
+        .map(u16::from_le_bytes)
 }
 
 fn le32(d: &[u8], at: usize) -> Option<u32> {
-    d.get(at..at + 4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    d.get(at..at.checked_add(4)?)?
+        .try_into()
+        .ok()
+        .map(u32::from_le_bytes)
 }
 
 fn policy(max_packets: u32, max_usecs: u32) -> Option<CoalescePolicy> {
@@ -87,9 +92,12 @@ pub fn command(port: &Port, class: u8, cmd: u8, data: &[u8]) -> CtrlReply {
                         _ => (0, 0),
                     };
                     let mut r = CtrlReply::ack(true);
-                    r.data[..4].copy_from_slice(&p.to_le_bytes());
-                    r.data[4..8].copy_from_slice(&u.to_le_bytes());
-                    r.len = 8;
+                    let (a, b) = r.data.split_at_mut(4);
+                    a.copy_from_slice(&p.to_le_bytes());
+                    if let Some(b) = b.get_mut(..4) {
+                        b.copy_from_slice(&u.to_le_bytes());
+                        r.len = 8;
+                    }
                     r
                 }
                 _ => CtrlReply::ack(false),

@@ -6,6 +6,7 @@
 //! back-ends in `vhostd-backend`. Unsafe code: only [`sys`].
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+#![deny(clippy::indexing_slicing)]
 
 pub mod control;
 pub mod ctrl;

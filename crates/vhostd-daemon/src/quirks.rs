@@ -46,9 +46,20 @@ struct Msg {
 }
 
 impl Msg {
+    /// Header field `i` (0: request, 1: flags, 2: size).
     fn field(&self, i: usize) -> u32 {
-        let b = &self.hdr;
-        u32::from_le_bytes([b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]])
+        self.hdr
+            .get(4 * i..4 * i + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes)
+    }
+
+    fn payload_u32(&self, i: usize) -> Option<u32> {
+        self.payload
+            .get(4 * i..4 * i + 4)?
+            .try_into()
+            .ok()
+            .map(u32::from_le_bytes)
     }
 }
 
@@ -143,9 +154,8 @@ impl Shim {
                         && !features_seen.load(Ordering::Relaxed)
                         && m.payload.len() == 8
                     {
-                        let p = &m.payload;
-                        let index = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
-                        let num = u32::from_le_bytes([p[4], p[5], p[6], p[7]]);
+                        let index = m.payload_u32(0).unwrap_or(u32::MAX);
+                        let num = m.payload_u32(1).unwrap_or(u32::MAX);
                         let ok = num <= 1
                             && handler
                                 .lock()

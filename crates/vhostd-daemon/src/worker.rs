@@ -232,6 +232,14 @@ fn signal_eventfd(f: &File) {
 }
 
 impl Worker {
+    fn ring(&self, dir: Dir) -> Option<&Ring> {
+        self.rings.get(dir as usize).and_then(Option::as_ref)
+    }
+
+    fn ring_mut(&mut self, dir: Dir) -> Option<&mut Ring> {
+        self.rings.get_mut(dir as usize).and_then(Option::as_mut)
+    }
+
     fn vq(&self, dir: Dir) -> usize {
         match dir {
             Dir::Ctrl => 2 * self.port.queue_pairs,
@@ -293,7 +301,7 @@ impl Worker {
     }
 
     fn kicked(&mut self, dir: Dir) {
-        if let Some(r) = self.rings[dir as usize].as_mut() {
+        if let Some(r) = self.ring_mut(dir) {
             if let Some(k) = r.kick.as_ref() {
                 if drain_eventfd(k) > 0 {
                     r.stats.kicks += 1;
@@ -306,11 +314,11 @@ impl Worker {
     /// if work is left.
     fn process(&mut self) -> bool {
         let now = Instant::now();
-        let rx_first = self.rings[Dir::Rx as usize]
-            .as_ref()
+        let rx_first = self
+            .ring(Dir::Rx)
             .is_some_and(|r| r.priority == Priority::High)
-            && !self.rings[Dir::Tx as usize]
-                .as_ref()
+            && !self
+                .ring(Dir::Tx)
                 .is_some_and(|r| r.priority == Priority::High);
         // TX first by default: with loopback, what TX produced is delivered
         // by RX in the same pass.
@@ -322,8 +330,10 @@ impl Worker {
         let mut more = false;
         for &dir in order {
             let qp = &mut self.qp;
-            let res = self.rings[dir as usize]
-                .as_mut()
+            let res = self
+                .rings
+                .get_mut(dir as usize)
+                .and_then(Option::as_mut)
                 .filter(|r| !r.broken)
                 .map(|r| match dir {
                     Dir::Tx => qp.process_tx(&r.mem, &mut r.stats),
@@ -336,8 +346,9 @@ impl Worker {
         }
         let port = self.port.clone();
         let res = match (
-            self.rings[Dir::Ctrl as usize]
-                .as_mut()
+            self.rings
+                .get_mut(Dir::Ctrl as usize)
+                .and_then(Option::as_mut)
                 .filter(|r| !r.broken),
             self.ctrl_queue.as_mut(),
         ) {
@@ -398,7 +409,7 @@ impl Worker {
 
     fn finish(&mut self, dir: Dir, res: Result<Outcome, QueueError>, now: Instant) -> bool {
         let vq = self.vq(dir);
-        let Some(r) = self.rings[dir as usize].as_mut() else {
+        let Some(r) = self.ring_mut(dir) else {
             return false;
         };
         match res {
@@ -465,8 +476,10 @@ impl Worker {
         let all = self.port.settings_snapshot();
         for dir in [Dir::Rx, Dir::Tx] {
             let s = all.get(self.vq(dir)).copied().unwrap_or_default();
-            self.settings[dir as usize] = s;
-            if let Some(r) = self.rings[dir as usize].as_mut() {
+            if let Some(slot) = self.settings.get_mut(dir as usize) {
+                *slot = s;
+            }
+            if let Some(r) = self.ring_mut(dir) {
                 if r.coalescer.policy() != policy(s.coalesce) {
                     r.coalescer.set_policy(policy(s.coalesce));
                 }
@@ -498,7 +511,7 @@ impl Worker {
         for dir in [Dir::Rx, Dir::Tx, Dir::Ctrl] {
             let vq = self.vq(dir);
             if let (Some(r), Some(c)) = (
-                self.rings[dir as usize].as_mut(),
+                self.rings.get_mut(dir as usize).and_then(Option::as_mut),
                 self.port.counters.get(vq),
             ) {
                 c.add(&r.stats);
@@ -513,10 +526,7 @@ impl Worker {
         let Some(fd) = self.qp.backend().rx_fd() else {
             return;
         };
-        let want = self.rings[Dir::Rx as usize]
-            .as_ref()
-            .is_some_and(|r| !r.broken)
-            && !self.qp.rx_blocked();
+        let want = self.ring(Dir::Rx).is_some_and(|r| !r.broken) && !self.qp.rx_blocked();
         if want != self.backend_armed {
             let op = if want {
                 ControlOperation::Add
@@ -589,16 +599,20 @@ impl Worker {
             Dir::Tx => self.qp.set_tx(Some(ring.queue)),
             Dir::Ctrl => self.ctrl_queue.replace(ring.queue),
         };
-        self.rings[dir as usize] = Some(Ring {
+        let settings = self.settings.get(dir as usize).copied().unwrap_or_default();
+        let ring = Ring {
             mem: ring.mem,
             kick: ring.kick,
             call: ring.call,
             err: ring.err,
             broken: false,
             stats: QueueStats::default(),
-            coalescer: Coalescer::new(policy(self.settings[dir as usize].coalesce)),
-            priority: self.settings[dir as usize].priority,
-        });
+            coalescer: Coalescer::new(policy(settings.coalesce)),
+            priority: settings.priority,
+        };
+        if let Some(slot) = self.rings.get_mut(dir as usize) {
+            *slot = Some(ring);
+        }
         if let Some(r) = self.port.running.get(vq) {
             r.store(true, Ordering::Relaxed);
         }
@@ -612,7 +626,7 @@ impl Worker {
     }
 
     fn stop(&mut self, dir: Dir) -> Option<u16> {
-        let mut ring = self.rings[dir as usize].take()?;
+        let mut ring = self.rings.get_mut(dir as usize)?.take()?;
         if ring.coalescer.pending() {
             // never leave an owed call behind
             ring.coalescer.flush();

@@ -16,6 +16,7 @@
 //! file behind the fd are all rejected before anything is mapped.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![deny(clippy::indexing_slicing)]
 
 use std::fs::File;
 use std::sync::atomic::Ordering;
@@ -216,9 +217,8 @@ impl GuestMem {
     fn assemble(mut regions: Vec<Region>) -> Result<Self, MemError> {
         // Overlap in either address space is refused (THREATS C10): a VA
         // overlap would make ring translation ambiguous.
-        for i in 0..regions.len() {
-            for j in (i + 1)..regions.len() {
-                let (a, b) = (&regions[i], &regions[j]);
+        for (i, a) in regions.iter().enumerate() {
+            for (j, b) in regions.iter().enumerate().skip(i + 1) {
                 let gpa_overlap = a.gpa < b.gpa + b.size && b.gpa < a.gpa + a.size;
                 let va_overlap =
                     a.user_addr < b.user_addr + b.size && b.user_addr < a.user_addr + a.size;

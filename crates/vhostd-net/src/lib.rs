@@ -11,6 +11,7 @@
 //! once per burst by the caller.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![deny(clippy::indexing_slicing)]
 
 pub mod coalesce;
 pub mod ctrl;

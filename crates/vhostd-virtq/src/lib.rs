@@ -17,6 +17,7 @@
 //! indices are impossible yields a [`QueueError`] and must be stopped.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![deny(clippy::indexing_slicing)]
 
 mod chain;
 mod split;

@@ -1,4 +1,5 @@
 #![allow(
+    clippy::indexing_slicing,
     clippy::unwrap_used,
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss
