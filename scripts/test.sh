@@ -45,7 +45,7 @@ run "qemu 10 guest 2 queue pairs, MSI-X" env QEMU_FLAVOR=backports bash tests/qe
 run "qemu 10 guest interrupts with and without coalescing" bash tests/qemu-coalesce.sh 16
 run "fuzz smoke (20 s per target)" bash scripts/fuzz.sh 20
 run "benchmark smoke (figures only, never pass/fail on numbers)" bash -c \
-  "target/debug/vhostd-bench exits --secs 0.2 --pings 200 && target/debug/vhostd-bench priority --pings 200"
+  "target/debug/vhostd-bench exits --secs 0.2 --pings 200 && target/debug/vhostd-bench priority --pings 200 && target/debug/vhostd-bench isolation --secs 0.3"
 step "done"
 echo "real clients: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -57,6 +57,16 @@ enum Bench {
         #[arg(long)]
         json: Option<String>,
     },
+    /// A port's throughput alone and next to a hostile guest (maximum-length
+    /// chains and kick storms on another port of the same daemon process).
+    Isolation {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 2.0)]
+        secs: f64,
+        /// Write the results as JSON here.
+        #[arg(long)]
+        json: Option<String>,
+    },
     /// A high-priority queue's latency under a flood on another queue pair.
     Priority {
         /// Request/response round trips per measurement.
@@ -435,8 +445,78 @@ fn priority(pings: usize, json: Option<String>) {
     }
 }
 
+/// The hostile neighbour: TX chains as long as the ring (every descriptor a
+/// 1-byte buffer after a header-sized first one), each followed by a storm
+/// of 64 kicks, until `stop`. Returns chains completed.
+fn hostile(mut p: Pair, stop: &AtomicBool) -> u64 {
+    let size = p.tx.layout.size;
+    let descs: Vec<(u16, vhostd_testkit::RawDesc)> = (0..size)
+        .map(|i| {
+            let last = i + 1 == size;
+            (
+                i,
+                vhostd_testkit::RawDesc {
+                    addr: p.tx.buf_addr(i),
+                    len: if i == 0 { 12 } else { 1 },
+                    flags: if last { 0 } else { 1 },
+                    next: if last { 0 } else { i + 1 },
+                },
+            )
+        })
+        .collect();
+    let mut done = 0u64;
+    p.tx.push_raw(&descs, 0);
+    while !stop.load(Ordering::Relaxed) {
+        for _ in 0..64 {
+            let _ = p.kick[1].write(1);
+        }
+        if !p.tx.used().is_empty() {
+            done += 1;
+            p.tx.publish(0);
+        }
+    }
+    done
+}
+
+fn isolation(secs: f64, json: Option<String>) {
+    let run = |neighbour: bool| {
+        let mut a = Rig::new(&BackendSpec::Loopback, 1, true, CoalescePolicy::Off);
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = neighbour.then(|| {
+            let mut b = Rig::new(&BackendSpec::Sink, 1, true, CoalescePolicy::Off);
+            let p = b.pairs.pop().unwrap();
+            let st = stop.clone();
+            std::thread::spawn(move || {
+                let n = hostile(p, &st);
+                drop(b);
+                n
+            })
+        });
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        let (n, dt) = a.pairs[0].throughput(32, true, &|| Instant::now() >= end);
+        stop.store(true, Ordering::Relaxed);
+        let chains = h.map_or(0, |h| h.join().unwrap());
+        (n as f64 / dt / 1e6, chains)
+    };
+    let (alone, _) = run(false);
+    let (shared, chains) = run(true);
+    println!("{:<44} {:>8}", "port A loopback", "Mpps");
+    println!("{:<44} {alone:>8.3}", "alone");
+    println!(
+        "{:<44} {shared:>8.3}",
+        format!("next to a hostile port ({chains} max-length chains)")
+    );
+    println!("ratio {:.2} (target >= 0.80)", shared / alone);
+    if let Some(path) = json {
+        let v = serde_json::json!({"alone_mpps": alone, "with_hostile_mpps": shared, "ratio": shared / alone,
+            "hostile_chains": chains});
+        std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
+}
+
 fn main() {
     match Args::parse().cmd {
+        Bench::Isolation { secs, json } => isolation(secs, json),
         Bench::Exits {
             secs,
             pings,
