@@ -22,7 +22,7 @@ need_bin dpdk-testpmd dpdk-dev
 [ -x "$VHOSTD" ] || skip "$VHOSTD not built (cargo build)"
 W=$(mktemp -d /tmp/vhostd-testpmd.XXXXXX)
 FAILED=0
-trap 'cleanup_pids; [ "$FAILED" = 0 ] && rm -rf "$W" || log "files kept in $W"' EXIT
+trap 'cleanup_pids; if [ "$FAILED" = 0 ] && [ -z "${KEEP:-}" ]; then rm -rf "$W"; else log "files kept in $W"; fi' EXIT
 
 start_bg "$W/vhostd.log" env RUST_LOG=${RUST_LOG:-debug} "$VHOSTD" --socket-path "$W/v.sock" --backend loopback --queues "$Q" \
   --name dpdk --control-socket "$W/ctl.sock"

@@ -33,8 +33,22 @@ enum Prio {
     Normal,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    Event,
+    Poll,
+    Adaptive,
+}
+
 #[derive(Debug, Subcommand)]
 enum Sub {
+    /// Set how a port's workers wait for work.
+    Mode {
+        /// Port name.
+        port: String,
+        /// event: sleep on kicks; poll: busy-poll; adaptive: poll while busy.
+        mode: Mode,
+    },
     /// Per-port, per-queue counters.
     Stats {
         /// Only this port.
@@ -140,8 +154,8 @@ pub fn counter(s: &QueueStats, name: &str) -> u64 {
 
 fn print_port(p: &PortReport) {
     println!(
-        "port {}  backend {}  state {:?}  socket {}  features {:#x}  connections {}",
-        p.name, p.backend, p.state, p.socket, p.features, p.connections
+        "port {}  backend {}  state {:?}  mode {:?}  socket {}  features {:#x}  connections {}",
+        p.name, p.backend, p.state, p.mode, p.socket, p.features, p.connections
     );
     if let Some(e) = &p.last_error {
         println!("  last error: {e}");
@@ -266,6 +280,18 @@ fn main() {
                 },
             )
             .map(|r| {
+                for p in &r.ports {
+                    print_port(p);
+                }
+            })
+        }
+        Sub::Mode { port, mode } => {
+            let mode = match mode {
+                Mode::Event => vhostd_api::WorkerMode::Event,
+                Mode::Poll => vhostd_api::WorkerMode::Poll,
+                Mode::Adaptive => vhostd_api::WorkerMode::Adaptive,
+            };
+            ask(sock, Command::SetMode { port, mode }).map(|r| {
                 for p in &r.ports {
                     print_port(p);
                 }

@@ -183,6 +183,20 @@ pub enum Priority {
     High,
 }
 
+/// How a port's workers wait for work (docs/PERFORMANCE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerMode {
+    /// Sleep on kick eventfds; kicks enabled whenever a ring is idle.
+    Event,
+    /// Busy-poll the rings with kicks disabled (burns a core per worker).
+    Poll,
+    /// Poll while work keeps arriving, up to a bounded spin, then re-arm
+    /// kicks and sleep (kernel vhost-net's busy-loop idea).
+    #[default]
+    Adaptive,
+}
+
 /// Per-queue settings changeable at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct QueueSettings {
@@ -226,6 +240,9 @@ pub struct PortReport {
     pub last_error: Option<String>,
     /// Virtio features acked by the driver.
     pub features: u64,
+    /// How the workers wait for work.
+    #[serde(default)]
+    pub mode: WorkerMode,
     /// Queue pairs configured (`--queues`).
     pub queue_pairs: u32,
     /// Front-end connections accepted so far.
@@ -267,6 +284,13 @@ pub enum Command {
         queue: Option<u32>,
         /// The policy.
         policy: CoalescePolicy,
+    },
+    /// Set how a port's workers wait for work.
+    SetMode {
+        /// Port name.
+        port: String,
+        /// The mode.
+        mode: WorkerMode,
     },
     /// Set the priority class of one queue (or all queues) of a port.
     SetPriority {

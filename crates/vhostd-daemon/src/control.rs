@@ -54,6 +54,20 @@ pub fn handle(ports: &[Arc<Port>], line: &str) -> Response {
             }
             set(ports, &port, queue, |s| s.coalesce = policy)
         }
+        Command::SetMode { port, mode } => match ports.iter().find(|p| p.name == port) {
+            Some(p) => {
+                p.set_mode(mode);
+                log::info!("port {port}: worker mode {mode:?}");
+                Response {
+                    v: API_VERSION,
+                    ok: true,
+                    error: None,
+                    ports: vec![p.report()],
+                    version: None,
+                }
+            }
+            None => Response::error(format!("no port {port}")),
+        },
         Command::SetPriority {
             port,
             queue,

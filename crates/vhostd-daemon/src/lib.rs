@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Parser;
-use vhostd_api::{CoalescePolicy, Priority};
+use vhostd_api::{CoalescePolicy, Priority, WorkerMode};
 use vhostd_backend::{BackendError, BackendSpec};
 
 use crate::port::Port;
@@ -71,6 +71,11 @@ pub struct Args {
     /// completions). Change at run time with `vhostctl coalesce`.
     #[arg(long, default_value = "off")]
     pub coalesce: String,
+    /// How workers wait for work: `event` (sleep on kicks), `poll`
+    /// (busy-poll, kicks off, a core per queue pair), `adaptive` (poll while
+    /// work keeps coming, up to 50 us, then re-arm kicks and sleep).
+    #[arg(long, default_value = "adaptive", value_parser = ["event", "poll", "adaptive"])]
+    pub mode: String,
     /// Serve the control virtqueue (index 2*N) in vhostd and offer
     /// VIRTIO_NET_F_CTRL_VQ, NOTF_COAL and VQ_NOTF_COAL, for front-ends that
     /// pass the control queue to the back-end (QEMU keeps it: leave off).
@@ -198,6 +203,11 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
         .unwrap_or_else(|| format!("fd:{}", args.fd.unwrap_or(-1)));
     let (port, workers) = start_port(&args.name, &spec, &sock_display, args.queues, args.ctrl_vq)?;
     port.update_settings(None, |s| s.coalesce = coalesce);
+    port.set_mode(match args.mode.as_str() {
+        "event" => WorkerMode::Event,
+        "poll" => WorkerMode::Poll,
+        _ => WorkerMode::Adaptive,
+    });
     for &q in &args.high_priority_queues {
         if !port.update_settings(Some(q), |s| s.priority = Priority::High) {
             return Err(DaemonError::Arg(format!(

@@ -3,7 +3,9 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use vhostd_api::{PortReport, PortState, QueueCounters, QueueReport, QueueSettings, QueueStats};
+use vhostd_api::{
+    PortReport, PortState, QueueCounters, QueueReport, QueueSettings, QueueStats, WorkerMode,
+};
 use vhostd_backend::BackendSpec;
 
 /// Shared, thread-safe view of a port: written by the connection handler and
@@ -41,6 +43,8 @@ pub struct Port {
     pub settings: Mutex<Vec<QueueSettings>>,
     /// Bumped on every settings change.
     pub settings_gen: AtomicU64,
+    /// How the workers wait for work (changes bump `settings_gen`).
+    pub mode: Mutex<WorkerMode>,
 }
 
 impl Port {
@@ -69,6 +73,7 @@ impl Port {
             last_error: Mutex::new(None),
             settings: Mutex::new(vec![QueueSettings::default(); n]),
             settings_gen: AtomicU64::new(0),
+            mode: Mutex::new(WorkerMode::default()),
         }
     }
 
@@ -111,6 +116,19 @@ impl Port {
             }
             self.settings_gen.fetch_add(1, Ordering::Release);
         }
+    }
+
+    /// Sets the worker mode.
+    pub fn set_mode(&self, mode: WorkerMode) {
+        if let Ok(mut m) = self.mode.lock() {
+            *m = mode;
+        }
+        self.settings_gen.fetch_add(1, Ordering::Release);
+    }
+
+    /// The worker mode.
+    pub fn mode(&self) -> WorkerMode {
+        self.mode.lock().map(|m| *m).unwrap_or_default()
     }
 
     /// Current settings of every queue.
@@ -162,6 +180,7 @@ impl Port {
             state,
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
             features: self.features.load(Ordering::Relaxed),
+            mode: self.mode(),
             queue_pairs: u32::try_from(self.queue_pairs).unwrap_or(u32::MAX),
             connections: self.connections.load(Ordering::Relaxed),
             queues,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vhostd_api::{CoalescePolicy, Priority, QueueSettings, QueueStats};
+use vhostd_api::{CoalescePolicy, Priority, QueueSettings, QueueStats, WorkerMode};
 use vhostd_backend::Backend;
 use vhostd_mem::GuestMem;
 use vhostd_net::coalesce::{Coalescer, Decision, Policy};
@@ -85,6 +85,8 @@ const TOKEN_TX_KICK: u64 = 2;
 const TOKEN_BACKEND: u64 = 3;
 const TOKEN_TIMER: u64 = 4;
 const TOKEN_CTRL_KICK: u64 = 5;
+/// Adaptive mode: how long a worker keeps polling after the last work.
+const ADAPTIVE_SPIN: Duration = Duration::from_micros(50);
 /// Nice value of a worker serving a high-priority queue (needs
 /// CAP_SYS_NICE; without it the worker keeps the default and says so).
 const HIGH_PRIORITY_NICE: i32 = -10;
@@ -131,6 +133,9 @@ impl WorkerHandle {
                 settings: [QueueSettings::default(); 3],
                 settings_gen: u64::MAX,
                 nice: 0,
+                mode: WorkerMode::default(),
+                spin_until: None,
+                did_work: false,
             };
             w.run();
         })?;
@@ -205,6 +210,11 @@ struct Worker {
     settings: [QueueSettings; 3],
     settings_gen: u64,
     nice: i32,
+    mode: WorkerMode,
+    /// Adaptive mode: keep polling until then (work was seen recently).
+    spin_until: Option<Instant>,
+    /// The last pass moved something.
+    did_work: bool,
 }
 
 fn policy(p: CoalescePolicy) -> Policy {
@@ -247,16 +257,36 @@ impl Worker {
         }
     }
 
+    /// Whether this pass polls (kicks stay off, no sleeping).
+    fn polling(&self, now: Instant) -> bool {
+        match self.mode {
+            WorkerMode::Poll => true,
+            WorkerMode::Adaptive => self.spin_until.is_some_and(|t| now < t),
+            WorkerMode::Event => false,
+        }
+    }
+
     fn run(&mut self) {
         let mut events = vec![EpollEvent::default(); 8];
         let mut more = false;
+        let mut was_polling = false;
         loop {
+            let polling = self.polling(Instant::now());
+            self.qp.set_notify(!polling);
+            if was_polling && !polling {
+                // leaving the spin: one pass with kicks re-armed (and the
+                // race re-check) before sleeping
+                was_polling = false;
+                more = self.process();
+                continue;
+            }
+            was_polling = polling;
             let poll_kickless = self
                 .rings
                 .iter()
                 .flatten()
                 .any(|r| r.kick.is_none() && !r.broken);
-            let timeout = if more {
+            let timeout = if more || polling {
                 0
             } else if poll_kickless {
                 1
@@ -296,7 +326,11 @@ impl Worker {
             // after the wait: a change made while we slept applies to the
             // burst that woke us
             self.apply_settings();
+            self.did_work = false;
             more = self.process();
+            if self.did_work && self.mode == WorkerMode::Adaptive {
+                self.spin_until = Some(Instant::now() + ADAPTIVE_SPIN);
+            }
         }
     }
 
@@ -409,6 +443,9 @@ impl Worker {
 
     fn finish(&mut self, dir: Dir, res: Result<Outcome, QueueError>, now: Instant) -> bool {
         let vq = self.vq(dir);
+        if res.as_ref().is_ok_and(|o| o.published) {
+            self.did_work = true;
+        }
         let Some(r) = self.ring_mut(dir) else {
             return false;
         };
@@ -473,6 +510,10 @@ impl Worker {
             return;
         }
         self.settings_gen = gen;
+        self.mode = self.port.mode();
+        if self.mode != WorkerMode::Adaptive {
+            self.spin_until = None;
+        }
         let all = self.port.settings_snapshot();
         for dir in [Dir::Rx, Dir::Tx] {
             let s = all.get(self.vq(dir)).copied().unwrap_or_default();
@@ -654,6 +695,18 @@ impl Worker {
             Dir::Ctrl => self.ctrl_queue.take(),
         };
         self.arm_backend();
-        q.map(|q| q.next_avail())
+        let mut q = q?;
+        let driver_avail = q.pending(&ring.mem).map(|p| q.next_avail().wrapping_add(p));
+        log::debug!(
+            "port {} queue {}: stopped at next_avail {} next_used {} (in memory: used {:?}, driver avail {:?}), rx packet waiting: {}",
+            self.port.name,
+            self.vq(dir),
+            q.next_avail(),
+            q.next_used(),
+            q.used_idx_in_memory(&ring.mem).ok(),
+            driver_avail,
+            dir == Dir::Rx && self.qp.rx_blocked()
+        );
+        Some(q.next_avail())
     }
 }

@@ -104,6 +104,8 @@ pub struct QueuePair {
     /// Length of the packet waiting in `rx_buf` (0: none).
     rx_pending: usize,
     rx_heads: Vec<(u16, u32)>,
+    /// Ask for kicks when idle (false while the caller polls).
+    notify: bool,
 }
 
 impl QueuePair {
@@ -121,6 +123,7 @@ impl QueuePair {
             rx_buf: vec![0u8; MAX_PACKET],
             rx_pending: 0,
             rx_heads: Vec::with_capacity(256),
+            notify: true,
         }
     }
 
@@ -138,6 +141,12 @@ impl QueuePair {
         }
         self.cfg = cfg;
         self.backend.configure(cfg.hdr_len, cfg.guest)
+    }
+
+    /// Whether idle rings ask the driver for kicks (event mode) or leave
+    /// them off because the caller polls (poll mode, or adaptive while busy).
+    pub fn set_notify(&mut self, notify: bool) {
+        self.notify = notify;
     }
 
     /// The active configuration.
@@ -201,6 +210,10 @@ impl QueuePair {
             }
             if done >= BURST {
                 break Status::More;
+            }
+            if !self.notify {
+                // polling: kicks stay off, the caller comes back
+                break Status::Idle;
             }
             if q.enable_notification(mem)? {
                 q.disable_notification(mem)?;
@@ -273,6 +286,10 @@ impl QueuePair {
         let Some(q) = self.rx.as_mut() else {
             return Ok(Outcome::IDLE);
         };
+        if !self.notify {
+            // polling: no RX kicks either
+            q.disable_notification(mem)?;
+        }
         let hl = self.cfg.hdr_len;
         let mut delivered = 0usize;
         let mut used = 0usize;
@@ -316,8 +333,9 @@ impl QueuePair {
                 Place::Dropped => self.rx_pending = 0,
                 Place::NoBuffers => {
                     // Ask for a kick when the guest adds buffers; if it added
-                    // some meanwhile, try again (bounded).
-                    if q.enable_notification(mem)? && retries < BURST {
+                    // some meanwhile, try again (bounded). Polling: no kick,
+                    // the caller comes back.
+                    if self.notify && q.enable_notification(mem)? && retries < BURST {
                         retries += 1;
                         continue;
                     }

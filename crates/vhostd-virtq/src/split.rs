@@ -118,6 +118,11 @@ impl SplitQueue {
         self.next_avail.0
     }
 
+    /// used.idx as it is in guest memory now (diagnostics).
+    pub fn used_idx_in_memory(&self, mem: &GuestMem) -> Result<u16, QueueError> {
+        Ok(mem.load_u16(self.used + 2, Ordering::Acquire)?)
+    }
+
     /// Next used index (not yet published entries included).
     pub fn next_used(&self) -> u16 {
         self.next_used.0
