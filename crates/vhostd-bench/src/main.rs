@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use vhostd_api::{CoalescePolicy, Priority, QueueStats};
+use vhostd_api::{CoalescePolicy, Priority, QueueStats, WorkerMode};
 use vhostd_backend::BackendSpec;
 use vhostd_daemon::port::Port;
 use vhostd_testkit::{FakeDriver, FakeGuest, GuestOptions, VIRTIO_RING_F_EVENT_IDX};
@@ -84,6 +84,9 @@ enum Pol {
     EventIdx,
     Fixed,
     Adaptive,
+    /// EVENT_IDX, no coalescing, workers in poll mode (the reference for
+    /// throughput: kicks off, a core spinning).
+    Poll,
 }
 
 impl Pol {
@@ -93,6 +96,7 @@ impl Pol {
             Pol::EventIdx => "event_idx",
             Pol::Fixed => "fixed_50us_32f",
             Pol::Adaptive => "adaptive",
+            Pol::Poll => "poll_mode",
         }
     }
     fn coalesce(self) -> CoalescePolicy {
@@ -252,9 +256,20 @@ struct Rig {
 
 impl Rig {
     fn new(backend: &BackendSpec, pairs: usize, event_idx: bool, coalesce: CoalescePolicy) -> Self {
+        Self::with_mode(backend, pairs, event_idx, coalesce, WorkerMode::Adaptive)
+    }
+
+    fn with_mode(
+        backend: &BackendSpec,
+        pairs: usize,
+        event_idx: bool,
+        coalesce: CoalescePolicy,
+        mode: WorkerMode,
+    ) -> Self {
         let (port, workers) =
             vhostd_daemon::start_port("bench", backend, "pair", pairs, false).unwrap();
         port.update_settings(None, |s| s.coalesce = coalesce);
+        port.set_mode(mode);
         let (a, b) = UnixStream::pair().unwrap();
         let (p2, w2) = (port.clone(), workers.clone());
         std::thread::spawn(move || vhostd_daemon::server::serve_connection(&p2, &w2, b));
@@ -340,8 +355,19 @@ fn exits(secs: f64, pings: usize, batch: usize, json: Option<String>) {
         ("loopback", BackendSpec::Loopback),
         ("sink", BackendSpec::Sink),
     ] {
-        for pol in [Pol::None, Pol::EventIdx, Pol::Fixed, Pol::Adaptive] {
-            let mut rig = Rig::new(&spec, 1, pol != Pol::None, pol.coalesce());
+        for pol in [
+            Pol::None,
+            Pol::EventIdx,
+            Pol::Fixed,
+            Pol::Adaptive,
+            Pol::Poll,
+        ] {
+            let mode = if pol == Pol::Poll {
+                WorkerMode::Poll
+            } else {
+                WorkerMode::Adaptive
+            };
+            let mut rig = Rig::with_mode(&spec, 1, pol != Pol::None, pol.coalesce(), mode);
             let s0 = rig.stats();
             let end = Instant::now() + Duration::from_secs_f64(secs);
             let (pkts, dt) =
@@ -359,7 +385,8 @@ fn exits(secs: f64, pings: usize, batch: usize, json: Option<String>) {
             };
             // latency on a fresh daemon: steady-state request/response
             let lat = if bname == "loopback" {
-                Rig::new(&spec, 1, pol != Pol::None, pol.coalesce()).pairs[0].pingpong(pings)
+                Rig::with_mode(&spec, 1, pol != Pol::None, pol.coalesce(), mode).pairs[0]
+                    .pingpong(pings)
             } else {
                 Vec::new()
             };
