@@ -54,6 +54,8 @@ for attempt in 1 2 3; do
   sleep 0.5
   J=$(stats_json "$W/ctl.sock") || { fail "vhostctl stats failed"; exit 1; }
   [ "$TP_TX" -ge 10000 ] && break
+  # evidence for the investigation: where vhostd's rings stood when testpmd left
+  grep -E "stopped at|SET_VRING_(ENABLE|KICK)|memory table" "$W/vhostd.log" | tail -8 | cut -c25- >&2
   log "attempt $attempt: testpmd's loop died early (TX=$TP_TX RX=$TP_RX, vhostd delivered $(( $(sum_field "$J" rx packets) - $(sum_field "$J0" rx packets) ))); retrying"
 done
 d() { echo $(( $(sum_field "$J" "$1" "$2") - $(sum_field "$J0" "$1" "$2") )); }
