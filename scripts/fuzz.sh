@@ -28,7 +28,8 @@ for t in $TARGETS; do
     echo "PASS: fuzz $t: $1 executions in $2 s ($(( $1 / ($2 > 0 ? $2 : 1) ))/s), 0 crashes"
     passed=$((passed + 1))
   else
-    printf '%s\n' "$out" | tail -30
+    printf '%s\n' "$out" | grep -E -A6 "panicked|ERROR: libFuzzer|SUMMARY" | head -40
+    printf '%s\n' "$out" | tail -12
     echo "FAIL: fuzz $t (exit $rc): see fuzz/artifacts/$t/"
     failed=$((failed + 1))
   fi
