@@ -58,13 +58,7 @@ pub fn handle(ports: &[Arc<Port>], line: &str) -> Response {
             Some(p) => {
                 p.set_mode(mode);
                 log::info!("port {port}: worker mode {mode:?}");
-                Response {
-                    v: API_VERSION,
-                    ok: true,
-                    error: None,
-                    ports: vec![p.report()],
-                    version: None,
-                }
+                ok_with(p)
             }
             None => Response::error(format!("no port {port}")),
         },
@@ -80,6 +74,17 @@ pub fn handle(ports: &[Arc<Port>], line: &str) -> Response {
             ports: Vec::new(),
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
         },
+    }
+}
+
+/// A success answer carrying the port's report.
+fn ok_with(p: &Port) -> Response {
+    Response {
+        v: API_VERSION,
+        ok: true,
+        error: None,
+        ports: vec![p.report()],
+        version: None,
     }
 }
 
@@ -102,13 +107,7 @@ fn set(
         "port {name}: settings changed for {}",
         queue.map_or("all queues".into(), |q| format!("queue {q}"))
     );
-    Response {
-        v: API_VERSION,
-        ok: true,
-        error: None,
-        ports: vec![p.report()],
-        version: None,
-    }
+    ok_with(p)
 }
 
 fn serve_client(ports: &[Arc<Port>], stream: UnixStream) -> std::io::Result<()> {

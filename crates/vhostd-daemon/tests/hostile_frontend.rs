@@ -19,20 +19,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{eth_frame, swapped, Daemon, T};
+use common::{count_fds, count_maps, eth_frame, swapped, Daemon, T};
 use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use vhostd_testkit::GuestOptions;
-
-fn count_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn count_maps() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
-}
 
 fn send_raw(s: &UnixStream, req: u32, flags: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) -> bool {
     let mut hdr = Vec::new();

@@ -13,19 +13,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{eth_frame, swapped, Daemon};
+use common::{count_fds, count_maps, eth_frame, swapped, Daemon};
 use vhostd_testkit::GuestOptions;
-
-fn count_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn count_maps() -> usize {
-    std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .count()
-}
 
 fn rss_kib() -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();

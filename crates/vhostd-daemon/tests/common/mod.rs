@@ -97,3 +97,16 @@ pub fn raw_frontend(d: &Daemon) -> (Frontend, JoinHandle<()>) {
     fe.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
     (fe, h)
 }
+
+/// Open fds of this process.
+pub fn count_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Mappings of this process.
+pub fn count_maps() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .count()
+}
