@@ -81,6 +81,15 @@ pub struct Args {
     /// pass the control queue to the back-end (QEMU keeps it: leave off).
     #[arg(long)]
     pub ctrl_vq: bool,
+    /// Run as this user (name or uid) once sockets and TAPs are open. Put
+    /// the sockets in a directory that user can write, so it can remove
+    /// them on exit.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Run as this group (name or gid) once sockets and TAPs are open
+    /// (default: the user's primary group).
+    #[arg(long)]
+    pub group: Option<String>,
     /// Virtqueue index with high interrupt priority (repeatable): serviced
     /// first, never coalesced, its worker at a higher scheduling priority.
     #[arg(long = "high-priority-queue")]
@@ -188,6 +197,49 @@ fn install_signal_handler(cleanup: Vec<PathBuf>) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// Looks `name` (or a number) up in an /etc/passwd- or /etc/group-style
+/// file: returns (id, primary gid) — the second field is only meaningful
+/// for passwd.
+fn lookup_id(file: &str, name: &str) -> Result<(u32, u32), DaemonError> {
+    let bad = || DaemonError::Arg(format!("unknown user or group {name:?} in {file}"));
+    let text = std::fs::read_to_string(file).map_err(|_| bad())?;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        if let (Some(&n), Some(id), g) = (
+            f.first(),
+            f.get(2).and_then(|v| v.parse::<u32>().ok()),
+            f.get(3),
+        ) {
+            if n == name || name.parse::<u32>().ok() == Some(id) {
+                return Ok((id, g.and_then(|v| v.parse().ok()).unwrap_or(id)));
+            }
+        }
+    }
+    match name.parse::<u32>() {
+        Ok(id) => Ok((id, id)),
+        Err(_) => Err(bad()),
+    }
+}
+
+/// Resolves `--user` / `--group` to (uid, gid).
+pub fn resolve_ids(
+    user: Option<&str>,
+    group: Option<&str>,
+) -> Result<Option<(u32, u32)>, DaemonError> {
+    let Some(user) = user else {
+        return match group {
+            Some(_) => Err(DaemonError::Arg("--group needs --user".into())),
+            None => Ok(None),
+        };
+    };
+    let (uid, primary) = lookup_id("/etc/passwd", user)?;
+    let gid = match group {
+        Some(g) => lookup_id("/etc/group", g)?.0,
+        None => primary,
+    };
+    Ok(Some((uid, gid)))
+}
+
 /// Runs the daemon until a signal ends it.
 pub fn run(args: Args) -> Result<(), DaemonError> {
     if args.print_capabilities {
@@ -196,6 +248,21 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
     }
     let spec: BackendSpec = args.backend.parse()?;
     let coalesce = parse_coalesce(&args.coalesce)?;
+    let ids = resolve_ids(args.user.as_deref(), args.group.as_deref())?;
+    // Sockets are handed to the new user first, so it can still remove them
+    // on exit (a sticky /tmp lets only the owner unlink).
+    let drop_privs = move |owned: &[PathBuf]| -> Result<(), DaemonError> {
+        if let Some((uid, gid)) = ids {
+            for p in owned {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .map_err(|e| DaemonError::Socket(p.display().to_string(), e))?;
+            }
+            sys::drop_privileges(uid, gid)
+                .map_err(|e| DaemonError::Socket("privilege drop".into(), e))?;
+            log::info!("running as uid {uid} gid {gid}");
+        }
+        Ok(())
+    };
     let sock_display = args
         .socket_path
         .as_ref()
@@ -232,17 +299,20 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
         if args.client { " (client)" } else { "" }
     );
     if let Some(fd) = args.fd {
-        install_signal_handler(cleanup)?;
+        install_signal_handler(cleanup.clone())?;
         let l = sys::adopt_listener(fd).map_err(|e| DaemonError::Socket(format!("fd {fd}"), e))?;
+        drop_privs(&cleanup)?;
         server::serve_listener(port, workers, l);
     } else if let Some(path) = args.socket_path.as_ref() {
         if args.client {
-            install_signal_handler(cleanup)?;
+            install_signal_handler(cleanup.clone())?;
+            drop_privs(&cleanup)?;
             server::serve_client(port, workers, &path.display().to_string());
         } else {
             let l = bind_socket(path)?;
             cleanup.push(path.clone());
-            install_signal_handler(cleanup)?;
+            install_signal_handler(cleanup.clone())?;
+            drop_privs(&cleanup)?;
             server::serve_listener(port, workers, l);
         }
     }

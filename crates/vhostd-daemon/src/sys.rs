@@ -30,3 +30,36 @@ pub fn adopt_listener(fd: RawFd) -> io::Result<UnixListener> {
     unsafe { drop(OwnedFd::from_raw_fd(fd)) };
     Ok(listener)
 }
+
+/// Drops the process to `uid`/`gid` (supplementary groups: only `gid`).
+/// glibc applies set*id to every thread of the process. Fails if any step
+/// fails or if root could be regained afterwards.
+pub fn drop_privileges(uid: u32, gid: u32) -> io::Result<()> {
+    let groups = [gid];
+    // SAFETY: setgroups reads `groups.len()` gid_t values from a live local
+    // array for the duration of the call; it writes no user memory.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: setgid takes its argument by value and touches no user memory.
+    if unsafe { libc::setgid(gid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: setuid takes its argument by value and touches no user memory.
+    if unsafe { libc::setuid(uid) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (now_uid, now_gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
+    // SAFETY: setuid by value, as above; it must fail now (unless uid is 0).
+    let regained = uid != 0 && unsafe { libc::setuid(0) } == 0;
+    if now_uid != uid || now_gid != gid || regained {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "privileges not fully dropped",
+        ));
+    }
+    Ok(())
+}

@@ -186,3 +186,65 @@ fn test_bin_inherited_listen_fd() {
     g.send(0, &f);
     assert_eq!(g.recv_n(0, 1, T), vec![swapped(&f)]);
 }
+
+fn status_field(pid: u32, field: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn test_bin_user_group_drop_privileges_after_opening_sockets() {
+    if !std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:\t0\t"))
+    {
+        eprintln!("SKIP: dropping privileges needs root (CI runs as root)");
+        return;
+    }
+    let d = tmpdir("user");
+    // the daemon user must own the sockets' directory to remove them on exit
+    std::os::unix::fs::chown(&d, Some(65534), Some(65534)).unwrap();
+    let (sock, ctl) = (d.join("v.sock"), d.join("ctl.sock"));
+    let mut p = spawn(&[
+        "--socket-path",
+        sock.to_str().unwrap(),
+        "--control-socket",
+        ctl.to_str().unwrap(),
+        "--user",
+        "nobody",
+        "--group",
+        "65534",
+    ]);
+    assert!(wait_path(&sock) && wait_path(&ctl));
+    let pid = p.0.id();
+    assert!(
+        FakeGuest::wait_for(T, || status_field(pid, "Uid:").starts_with("65534")),
+        "uid: {}",
+        status_field(pid, "Uid:")
+    );
+    assert!(status_field(pid, "Gid:").starts_with("65534"));
+    assert_eq!(status_field(pid, "Groups:"), "65534");
+    // still serves a guest, and still cleans up its sockets
+    let mut g = FakeGuest::connect(UnixStream::connect(&sock).unwrap(), GuestOptions::default());
+    let f = eth_frame(100, 9);
+    g.send(0, &f);
+    assert_eq!(g.recv_n(0, 1, T), vec![swapped(&f)]);
+    drop(g);
+    assert!(sigterm(&mut p).success());
+    assert!(!sock.exists() && !ctl.exists());
+}
+
+#[test]
+fn test_bin_unknown_user_refused() {
+    let out = Command::new(VHOSTD)
+        .args(["--socket-path", "/tmp/x.sock", "--user", "no-such-user-zz"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown user"));
+}
