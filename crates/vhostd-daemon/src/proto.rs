@@ -42,7 +42,7 @@ pub fn protocol_features() -> VhostUserProtocolFeatures {
 /// Feature bit the front-end may toggle while rings run (dirty logging).
 const VHOST_F_LOG_ALL: u64 = 1 << 26;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Vring {
     size: u16,
     desc_va: u64,
@@ -55,36 +55,14 @@ struct Vring {
     kick_nofd: bool,
     call: Option<Arc<File>>,
     err: Option<Arc<File>>,
-    /// SET_VRING_ENABLE state. Starts true, unlike the letter of the spec
-    /// (with PROTOCOL_FEATURES a ring starts disabled): QEMU 7.2 sends its
-    /// SET_VRING_ENABLE 1 before SET_FEATURES, and the vhost crate refuses
-    /// such a message before it reaches us, so a ring waiting for it would
-    /// never run. DPDK and libvhost-user are as lenient; a later
-    /// SET_VRING_ENABLE 0 (virtio-user around memory updates, QEMU for
-    /// unused queue pairs) is honoured.
+    /// SET_VRING_ENABLE state. With VHOST_USER_F_PROTOCOL_FEATURES a ring
+    /// starts disabled and waits for SET_VRING_ENABLE 1 (without it, rings
+    /// run as soon as they are kicked: see `sync_ring`). QEMU sends its
+    /// enables before SET_FEATURES, which the vhost crate would refuse; the
+    /// shim (quirks.rs) hands those to `set_vring_enable` instead.
     enabled: bool,
     started: bool,
     running: bool,
-}
-
-impl Default for Vring {
-    fn default() -> Self {
-        Vring {
-            size: 0,
-            desc_va: 0,
-            avail_va: 0,
-            used_va: 0,
-            addr_set: false,
-            base: 0,
-            kick: None,
-            kick_nofd: false,
-            call: None,
-            err: None,
-            enabled: true,
-            started: false,
-            running: false,
-        }
-    }
 }
 
 /// Handler state for one front-end connection.
@@ -169,7 +147,6 @@ impl PortHandler {
             return Err(VuError::InvalidParam);
         };
         let enabled = v.enabled || !self.proto_acked();
-        // (`enabled` defaults to true: see Vring::enabled)
         let want = v.started && enabled && v.addr_set && v.size > 0 && self.mem.is_some();
         if !want {
             self.stop_ring(vq);
@@ -242,6 +219,21 @@ impl PortHandler {
             self.port.name,
             qc.size
         );
+        Ok(())
+    }
+
+    /// Applies `f` to ring `vq`; a running ring is stopped around the change
+    /// and restarted at the same avail index (the worker never sees a
+    /// half-changed ring).
+    fn change_running_ring(&mut self, vq: usize, f: impl FnOnce(&mut Vring)) -> VuResult<()> {
+        let was = self.vrings.get(vq).is_some_and(|v| v.running);
+        self.stop_ring(vq);
+        if let Some(v) = self.vrings.get_mut(vq) {
+            f(v);
+        }
+        if was {
+            self.sync_ring(vq)?;
+        }
         Ok(())
     }
 
@@ -476,28 +468,12 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
             fd.is_some()
         );
         let vq = self.vring_index(u32::from(index))?;
-        let was = self.vrings.get(vq).is_some_and(|v| v.running);
-        self.stop_ring(vq);
-        if let Some(v) = self.vrings.get_mut(vq) {
-            v.call = fd.map(Arc::new);
-        }
-        if was {
-            self.sync_ring(vq)?;
-        }
-        Ok(())
+        self.change_running_ring(vq, |v| v.call = fd.map(Arc::new))
     }
 
     fn set_vring_err(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {
         let vq = self.vring_index(u32::from(index))?;
-        let was = self.vrings.get(vq).is_some_and(|v| v.running);
-        self.stop_ring(vq);
-        if let Some(v) = self.vrings.get_mut(vq) {
-            v.err = fd.map(Arc::new);
-        }
-        if was {
-            self.sync_ring(vq)?;
-        }
-        Ok(())
+        self.change_running_ring(vq, |v| v.err = fd.map(Arc::new))
     }
 
     fn get_protocol_features(&mut self) -> VuResult<VhostUserProtocolFeatures> {

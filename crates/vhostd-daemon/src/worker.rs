@@ -378,7 +378,8 @@ impl Worker {
                 more |= self.finish(dir, res, now);
             }
         }
-        let port = self.port.clone();
+        // borrow, not clone: no atomic refcount traffic per pass
+        let port = &self.port;
         let res = match (
             self.rings
                 .get_mut(Dir::Ctrl as usize)
@@ -391,7 +392,7 @@ impl Worker {
                 &r.mem,
                 &mut self.ctrl_chain,
                 &mut r.stats,
-                &mut |class, cmd, data| crate::ctrl::command(&port, class, cmd, data),
+                &mut |class, cmd, data| crate::ctrl::command(port, class, cmd, data),
             )),
             _ => None,
         };
