@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECS=${1:-20}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet || { echo "FAIL: cannot install cargo-fuzz"; exit 1; }
-TARGETS=${TARGETS:-"tx_header split_ring mem_table ctrl_queue vhost_user"}
+TARGETS=${TARGETS:-"tx_header split_ring packed_ring mem_table ctrl_queue vhost_user"}
 cargo fuzz build -s none -O -a || { echo "FAIL: fuzz build"; exit 1; }
 passed=0; failed=0
 for t in $TARGETS; do

@@ -14,7 +14,7 @@
 # (`rxonly` + `tx_first` is not used: testpmd 22.11 loses the seed burst in
 # some runs against DPDK's own net_vhost too.)
 set -uo pipefail
-TEST_NAME="dpdk-testpmd q=${1:-1}"
+TEST_NAME="dpdk-testpmd q=${1:-1}${VDEV_ARGS:-}"
 source "$(dirname "$0")/lib.sh"
 Q=${1:-1}
 SECS=${TESTPMD_SECS:-3}
@@ -32,7 +32,7 @@ wait_socket "$W/v.sock" 10 || { cat "$W/vhostd.log" >&2; fail "vhostd did not cr
 run_testpmd() { # run_testpmd ATTEMPT
   { printf 'set fwd io\nstart tx_first 1\n'; sleep "$SECS"; printf 'stop\n'; sleep 1; printf 'quit\n'; } |
     timeout 120 dpdk-testpmd -l 0-1 --no-huge -m 1024 --no-pci --file-prefix="vhostd-t$$-$1" \
-      --vdev "net_virtio_user0,path=$W/v.sock,queues=$Q" -- -i --nb-cores=1 --rxq="$Q" --txq="$Q" \
+      --vdev "net_virtio_user0,path=$W/v.sock,queues=$Q${VDEV_ARGS:-}" -- -i --nb-cores=1 --rxq="$Q" --txq="$Q" \
       > "$W/testpmd-$1.log" 2>&1
   local rc=$?
   rm -rf "/var/run/dpdk/vhostd-t$$-$1" 2>/dev/null

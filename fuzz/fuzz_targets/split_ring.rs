@@ -14,7 +14,7 @@ use vhostd_api::QueueStats;
 use vhostd_backend::Loopback;
 use vhostd_net::{NetConfig, QueuePair, Status};
 use vhostd_testkit::TestMemory;
-use vhostd_virtq::{QueueConfig, SplitQueue};
+use vhostd_virtq::{Queue, QueueConfig};
 
 const BASE: u64 = 0x10_0000;
 const MEM: u64 = 1 << 20;
@@ -69,10 +69,11 @@ fuzz_target!(|data: &[u8]| {
         base: 0,
         event_idx: cfg.event_idx,
         indirect: cfg.indirect,
+        ..Default::default()
     };
     let mut qp = QueuePair::new(Box::new(Loopback::new()));
     qp.configure(cfg).unwrap();
-    let (Ok(tx), Ok(rx)) = (SplitQueue::new(qcfg(rings[0]), g), SplitQueue::new(qcfg(rings[1]), g)) else {
+    let (Ok(tx), Ok(rx)) = (Queue::new(qcfg(rings[0]), g), Queue::new(qcfg(rings[1]), g)) else {
         return;
     };
     qp.set_tx(Some(tx));

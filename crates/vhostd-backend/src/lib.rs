@@ -13,12 +13,14 @@
 
 mod loopback;
 mod sink;
+mod source;
 pub mod tap;
 
 use std::os::unix::io::RawFd;
 
 pub use loopback::Loopback;
 pub use sink::Sink;
+pub use source::{Source, MIN_SOURCE_LEN};
 pub use tap::Tap;
 
 /// Largest packet a back-end moves: 64 KiB frame (TSO/GSO) plus a 12-byte
@@ -56,7 +58,7 @@ pub enum BackendError {
     #[error("back-end i/o failed")]
     Io(#[source] std::io::Error),
     /// Unknown back-end specification.
-    #[error("unknown back-end {0:?} (use tap:IFNAME, loopback or sink)")]
+    #[error("unknown back-end {0:?} (use tap:IFNAME, loopback, sink or source:LEN)")]
     UnknownSpec(String),
 }
 
@@ -106,6 +108,9 @@ pub enum BackendSpec {
     /// `sink`: every TX frame is taken (already copied in full out of guest
     /// memory by the queue pair) and discarded; nothing is received.
     Sink,
+    /// `source:LEN`: endless LEN-byte frames, copied in full into guest RX
+    /// buffers; nothing is sent anywhere.
+    Source(usize),
 }
 
 impl std::str::FromStr for BackendSpec {
@@ -116,6 +121,14 @@ impl std::str::FromStr for BackendSpec {
         }
         if s == "sink" {
             return Ok(BackendSpec::Sink);
+        }
+        if let Some(len) = s.strip_prefix("source:") {
+            return match len.parse::<usize>() {
+                Ok(n) if (MIN_SOURCE_LEN..=MAX_PACKET - 12).contains(&n) => {
+                    Ok(BackendSpec::Source(n))
+                }
+                _ => Err(BackendError::UnknownSpec(s.to_string())),
+            };
         }
         if let Some(name) = s.strip_prefix("tap:") {
             tap::check_name(name)?;
@@ -131,6 +144,7 @@ impl std::fmt::Display for BackendSpec {
             BackendSpec::Tap(n) => write!(f, "tap:{n}"),
             BackendSpec::Loopback => f.write_str("loopback"),
             BackendSpec::Sink => f.write_str("sink"),
+            BackendSpec::Source(n) => write!(f, "source:{n}"),
         }
     }
 }
@@ -140,7 +154,7 @@ impl BackendSpec {
     pub fn supports_offloads(&self) -> bool {
         match self {
             BackendSpec::Tap(_) => true,
-            BackendSpec::Loopback | BackendSpec::Sink => false,
+            BackendSpec::Loopback | BackendSpec::Sink | BackendSpec::Source(_) => false,
         }
     }
 
@@ -150,6 +164,7 @@ impl BackendSpec {
             BackendSpec::Tap(name) => Ok(Box::new(Tap::open(name, pairs > 1 || index > 0)?)),
             BackendSpec::Loopback => Ok(Box::new(Loopback::new())),
             BackendSpec::Sink => Ok(Box::new(Sink::default())),
+            BackendSpec::Source(n) => Ok(Box::new(Source::new(*n)?)),
         }
     }
 }
@@ -172,5 +187,12 @@ mod tests {
         assert!("tap:0123456789abcdef".parse::<BackendSpec>().is_err());
         assert_eq!("sink".parse::<BackendSpec>().unwrap(), BackendSpec::Sink);
         assert!("source".parse::<BackendSpec>().is_err());
+        assert_eq!(
+            "source:64".parse::<BackendSpec>().unwrap(),
+            BackendSpec::Source(64)
+        );
+        assert_eq!(BackendSpec::Source(1518).to_string(), "source:1518");
+        assert!("source:0".parse::<BackendSpec>().is_err());
+        assert!("source:x".parse::<BackendSpec>().is_err());
     }
 }

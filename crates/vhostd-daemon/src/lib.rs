@@ -45,7 +45,8 @@ pub struct Args {
     /// vhost-user socket path (listened on, or connected to with --client).
     #[arg(long, required_unless_present_any = ["fd", "print_capabilities"])]
     pub socket_path: Option<PathBuf>,
-    /// Host back-end: tap:IFNAME or loopback.
+    /// Host back-end: tap:IFNAME, loopback, sink (takes TX frames) or
+    /// source:LEN (endless LEN-byte RX frames; benchmarks).
     #[arg(long, default_value = "loopback")]
     pub backend: String,
     /// Port name in stats and vhostctl.

@@ -28,7 +28,7 @@ use vhost::VhostUserMemoryRegionBase;
 use vhostd_mem::{GuestMem, RegionSpec, MAX_REGIONS};
 use vhostd_net::features::{offered, CTRL_FEATURES, VHOST_USER_F_PROTOCOL_FEATURES};
 use vhostd_net::NetConfig;
-use vhostd_virtq::{QueueConfig, SplitQueue, MAX_QUEUE_SIZE};
+use vhostd_virtq::{Queue, QueueConfig, MAX_QUEUE_SIZE};
 
 use crate::port::Port;
 use crate::warn_rl;
@@ -49,7 +49,7 @@ struct Vring {
     avail_va: u64,
     used_va: u64,
     addr_set: bool,
-    base: u16,
+    base: u32,
     kick: Option<File>,
     /// SET_VRING_KICK arrived with NOFD: the front-end polls.
     kick_nofd: bool,
@@ -157,7 +157,11 @@ impl PortHandler {
         }
         let mem = self.mem.clone().ok_or(invalid("no memory table"))?;
         let cfg = NetConfig::from_features(self.acked);
-        let (dl, al, ul) = vhostd_virtq::ring_sizes(v.size);
+        let (dl, al, ul) = if cfg.packed {
+            vhostd_virtq::packed_ring_sizes(v.size)
+        } else {
+            vhostd_virtq::ring_sizes(v.size)
+        };
         // vhost-user ring addresses are front-end virtual addresses; each
         // ring must translate in full (THREATS C11).
         let translate = |va: u64, len: u64| mem.va_to_gpa(va, len);
@@ -184,8 +188,10 @@ impl PortHandler {
             base: v.base,
             event_idx: cfg.event_idx,
             indirect: cfg.indirect,
+            packed: cfg.packed,
+            in_order: cfg.in_order,
         };
-        let queue = match SplitQueue::new(qc, &mem) {
+        let queue = match Queue::new(qc, &mem) {
             Ok(q) => q,
             Err(e) => {
                 self.port.set_error(format!("queue {vq}: {e}"));
@@ -417,7 +423,11 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
             base
         );
         let vq = self.vring_index(index)?;
-        let base = u16::try_from(base).map_err(|_| VuError::InvalidParam)?;
+        // split: a 16-bit avail index; packed: avail and used positions with
+        // their wrap counters, checked against the size when the ring starts
+        if !NetConfig::from_features(self.acked).packed && base > u32::from(u16::MAX) {
+            return Err(VuError::InvalidParam);
+        }
         if self.vrings.get(vq).is_some_and(|v| v.running) {
             return Err(invalid("ring base change while running"));
         }
@@ -440,7 +450,7 @@ impl VhostUserBackendReqHandlerMut for PortHandler {
         v.started = false;
         v.kick = None;
         v.kick_nofd = false;
-        Ok(VhostUserVringState::new(index, u32::from(v.base)))
+        Ok(VhostUserVringState::new(index, v.base))
     }
 
     fn set_vring_kick(&mut self, index: u8, fd: Option<File>) -> VuResult<()> {

@@ -24,7 +24,7 @@ use vhostd_backend::Backend;
 use vhostd_mem::GuestMem;
 use vhostd_net::coalesce::{Coalescer, Decision, Policy};
 use vhostd_net::{NetConfig, Outcome, QueuePair, Status};
-use vhostd_virtq::{QueueError, SplitQueue};
+use vhostd_virtq::{Queue, QueueError};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use vmm_sys_util::timerfd::TimerFd;
@@ -47,7 +47,7 @@ pub enum Dir {
 #[derive(Debug)]
 pub struct RingStart {
     /// The validated ring.
-    pub queue: SplitQueue,
+    pub queue: Queue,
     /// Memory the ring lives in.
     pub mem: Arc<GuestMem>,
     /// Kick eventfd (None: the front-end polls; we poll too, every 1 ms).
@@ -66,7 +66,7 @@ pub enum Cmd {
     /// Start (or replace) a ring.
     Start(Dir, Box<RingStart>, SyncSender<Result<(), String>>),
     /// Stop a ring; the answer is its next avail index, if it was running.
-    Stop(Dir, SyncSender<Option<u16>>),
+    Stop(Dir, SyncSender<Option<u32>>),
     /// Leave the thread.
     Shutdown,
 }
@@ -161,7 +161,7 @@ impl WorkerHandle {
     }
 
     /// Stops a ring; returns its next avail index if it was running.
-    pub fn stop(&self, dir: Dir) -> Option<u16> {
+    pub fn stop(&self, dir: Dir) -> Option<u32> {
         let (rtx, rrx) = mpsc::sync_channel(1);
         if !self.send(Cmd::Stop(dir, rtx)) {
             return None;
@@ -201,7 +201,7 @@ struct Worker {
     qp: QueuePair,
     rings: [Option<Ring>; 3],
     /// The control virtqueue, when this worker serves it.
-    ctrl_queue: Option<SplitQueue>,
+    ctrl_queue: Option<Queue>,
     ctrl_chain: vhostd_virtq::Chain,
     backend_armed: bool,
     timer: TimerFd,
@@ -667,7 +667,7 @@ impl Worker {
         Ok(())
     }
 
-    fn stop(&mut self, dir: Dir) -> Option<u16> {
+    fn stop(&mut self, dir: Dir) -> Option<u32> {
         let mut ring = self.rings.get_mut(dir as usize)?.take()?;
         if ring.coalescer.pending() {
             // never leave an owed call behind
@@ -697,17 +697,16 @@ impl Worker {
         };
         self.arm_backend();
         let mut q = q?;
-        let driver_avail = q.pending(&ring.mem).map(|p| q.next_avail().wrapping_add(p));
+        let driver_avail = q.has_avail(&ring.mem);
         log::debug!(
-            "port {} queue {}: stopped at next_avail {} next_used {} (in memory: used {:?}, driver avail {:?}), rx packet waiting: {}",
+            "port {} queue {}: stopped at next_avail {} next_used {} (driver has more: {:?}), rx packet waiting: {}",
             self.port.name,
             self.vq(dir),
             q.next_avail(),
             q.next_used(),
-            q.used_idx_in_memory(&ring.mem).ok(),
             driver_avail,
             dir == Dir::Rx && self.qp.rx_blocked()
         );
-        Some(q.next_avail())
+        Some(q.base())
     }
 }

@@ -9,7 +9,7 @@
 
 use vhostd_api::QueueStats;
 use vhostd_mem::GuestMem;
-use vhostd_virtq::{Chain, QueueError, SplitQueue};
+use vhostd_virtq::{Chain, Queue, QueueError};
 use virtio_bindings::bindings::virtio_net as vn;
 
 use crate::queue_pair::publish_burst;
@@ -51,7 +51,7 @@ impl CtrlReply {
 /// Processes up to [`BURST`] control requests. `handle(class, command,
 /// data)` decides each one.
 pub fn process_ctrl(
-    q: &mut SplitQueue,
+    q: &mut Queue,
     mem: &GuestMem,
     chain: &mut Chain,
     stats: &mut QueueStats,
@@ -72,7 +72,7 @@ pub fn process_ctrl(
                 // no room for an ack, or no command: nothing sensible to say
                 stats.bad_chains += 1;
                 stats.drops += 1;
-                q.add_used(mem, chain.head(), 0)?;
+                q.add_used(mem, chain.used_ref(), 0)?;
                 continue;
             }
             let n = chain.read_into(mem, &mut req).unwrap_or(0);
@@ -94,7 +94,7 @@ pub fn process_ctrl(
             }
             q.add_used(
                 mem,
-                chain.head(),
+                chain.used_ref(),
                 if ok {
                     u32::try_from(wlen).unwrap_or(0)
                 } else {

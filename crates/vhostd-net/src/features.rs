@@ -12,8 +12,16 @@ const fn bit(b: u32) -> u64 {
 /// vhost-user: the back-end speaks protocol features (bit 30).
 pub const VHOST_USER_F_PROTOCOL_FEATURES: u64 = bit(30);
 
-/// Features every back-end offers.
+/// VIRTIO_F_RING_PACKED (virtio 1.2 §6).
+pub const VIRTIO_F_RING_PACKED: u32 = 34;
+/// VIRTIO_F_IN_ORDER: buffers are used in the order they were made available.
+pub const VIRTIO_F_IN_ORDER: u32 = 35;
+
+/// Features every back-end offers. IN_ORDER is true of vhostd's data path:
+/// every chain is completed in the order it was taken, on both layouts.
 pub const BASE_FEATURES: u64 = bit(VIRTIO_F_VERSION_1)
+    | bit(VIRTIO_F_RING_PACKED)
+    | bit(VIRTIO_F_IN_ORDER)
     | bit(VIRTIO_RING_F_INDIRECT_DESC)
     | bit(VIRTIO_RING_F_EVENT_IDX)
     | bit(vn::VIRTIO_NET_F_MRG_RXBUF)
@@ -64,6 +72,10 @@ pub struct NetConfig {
     pub event_idx: bool,
     /// VIRTIO_RING_F_INDIRECT_DESC.
     pub indirect: bool,
+    /// VIRTIO_F_RING_PACKED.
+    pub packed: bool,
+    /// VIRTIO_F_IN_ORDER.
+    pub in_order: bool,
     /// VIRTIO_NET_F_CSUM: the driver may send partial checksums.
     pub host_csum: bool,
     /// HOST_TSO4.
@@ -89,6 +101,8 @@ impl NetConfig {
             mrg_rxbuf: mrg,
             event_idx: has(VIRTIO_RING_F_EVENT_IDX),
             indirect: has(VIRTIO_RING_F_INDIRECT_DESC),
+            packed: has(VIRTIO_F_RING_PACKED),
+            in_order: has(VIRTIO_F_IN_ORDER),
             host_csum: has(vn::VIRTIO_NET_F_CSUM),
             host_tso4: has(vn::VIRTIO_NET_F_HOST_TSO4),
             host_tso6: has(vn::VIRTIO_NET_F_HOST_TSO6),

@@ -11,7 +11,7 @@
 use vhostd_api::QueueStats;
 use vhostd_backend::{Backend, BackendError, MAX_PACKET};
 use vhostd_mem::GuestMem;
-use vhostd_virtq::{Chain, QueueError, SplitQueue};
+use vhostd_virtq::{Chain, Queue, QueueError, UsedRef};
 
 use crate::hdr::{self, NUM_BUFFERS_OFFSET};
 use crate::NetConfig;
@@ -49,7 +49,7 @@ pub struct Outcome {
 /// Ends a burst: publishes the `done` used entries written (one release
 /// store of used.idx) and makes the one notification decision for them.
 pub(crate) fn publish_burst(
-    q: &mut SplitQueue,
+    q: &mut Queue,
     mem: &GuestMem,
     done: usize,
     status: Status,
@@ -93,8 +93,8 @@ enum Place {
 #[derive(Debug)]
 pub struct QueuePair {
     cfg: NetConfig,
-    rx: Option<SplitQueue>,
-    tx: Option<SplitQueue>,
+    rx: Option<Queue>,
+    tx: Option<Queue>,
     backend: Box<dyn Backend>,
     tx_chain: Chain,
     rx_chain: Chain,
@@ -103,7 +103,7 @@ pub struct QueuePair {
     rx_buf: Vec<u8>,
     /// Length of the packet waiting in `rx_buf` (0: none).
     rx_pending: usize,
-    rx_heads: Vec<(u16, u32)>,
+    rx_heads: Vec<(UsedRef, u32)>,
     /// Ask for kicks when idle (false while the caller polls).
     notify: bool,
 }
@@ -155,22 +155,22 @@ impl QueuePair {
     }
 
     /// Starts (or replaces) the RX ring.
-    pub fn set_rx(&mut self, q: Option<SplitQueue>) -> Option<SplitQueue> {
+    pub fn set_rx(&mut self, q: Option<Queue>) -> Option<Queue> {
         std::mem::replace(&mut self.rx, q)
     }
 
     /// Starts (or replaces) the TX ring.
-    pub fn set_tx(&mut self, q: Option<SplitQueue>) -> Option<SplitQueue> {
+    pub fn set_tx(&mut self, q: Option<Queue>) -> Option<Queue> {
         std::mem::replace(&mut self.tx, q)
     }
 
     /// The RX ring, if running.
-    pub fn rx(&self) -> Option<&SplitQueue> {
+    pub fn rx(&self) -> Option<&Queue> {
         self.rx.as_ref()
     }
 
     /// The TX ring, if running.
-    pub fn tx(&self) -> Option<&SplitQueue> {
+    pub fn tx(&self) -> Option<&Queue> {
         self.tx.as_ref()
     }
 
@@ -205,7 +205,7 @@ impl QueuePair {
                     &self.cfg,
                     stats,
                 );
-                q.add_used(mem, self.tx_chain.head(), 0)?;
+                q.add_used_read(mem, self.tx_chain.used_ref())?;
                 done += 1;
             }
             if done >= BURST {
@@ -347,15 +347,15 @@ impl QueuePair {
     }
 
     /// Writes one packet into as many RX chains as it needs (one unless
-    /// MRG_RXBUF). On too few buffers, gives the chains back (`undo_pop`).
+    /// MRG_RXBUF). On too few buffers, gives the chains back (`rewind`).
     #[allow(clippy::too_many_arguments)]
     fn place(
-        q: &mut SplitQueue,
+        q: &mut Queue,
         mem: &GuestMem,
         cfg: &NetConfig,
         pkt: &mut [u8],
         chains: [&mut Chain; 2],
-        heads: &mut Vec<(u16, u32)>,
+        heads: &mut Vec<(UsedRef, u32)>,
         used: &mut usize,
         stats: &mut QueueStats,
     ) -> Result<Place, QueueError> {
@@ -369,18 +369,20 @@ impl QueuePair {
             }
         }
         heads.clear();
+        // chains popped since `mark` and not completed can be given back
+        let mut mark = q.mark();
         let mut off = 0usize;
         while off < len {
             if heads.len() >= usize::from(q.size()) {
                 // needs more buffers than the ring holds: can never fit
-                q.undo_pop(u16::try_from(heads.len()).unwrap_or(u16::MAX));
+                q.rewind(mark);
                 stats.dropped_too_big += 1;
                 stats.drops += 1;
                 return Ok(Place::Dropped);
             }
             let c: &mut Chain = if heads.is_empty() { first } else { chain };
             if !q.pop(mem, c)? {
-                q.undo_pop(u16::try_from(heads.len()).unwrap_or(u16::MAX));
+                q.rewind(mark);
                 return Ok(Place::NoBuffers);
             }
             let wlen = c.writable_len() as usize;
@@ -389,7 +391,7 @@ impl QueuePair {
                 || wlen == 0
                 || (heads.is_empty() && wlen < hl);
             if !bad && !cfg.mrg_rxbuf && wlen < len {
-                q.undo_pop(1);
+                q.rewind(mark);
                 stats.dropped_too_big += 1;
                 stats.drops += 1;
                 return Ok(Place::Dropped);
@@ -407,13 +409,14 @@ impl QueuePair {
                     q.add_used(mem, h, 0)?;
                     *used += 1;
                 }
-                q.add_used(mem, c.head(), 0)?;
+                q.add_used(mem, c.used_ref(), 0)?;
                 *used += 1;
                 stats.bad_chains += 1;
+                mark = q.mark();
                 off = 0;
                 continue;
             }
-            heads.push((c.head(), u32::try_from(n).unwrap_or(u32::MAX)));
+            heads.push((c.used_ref(), u32::try_from(n).unwrap_or(u32::MAX)));
             off += n;
         }
         if cfg.mrg_rxbuf && hl == 12 {

@@ -4,6 +4,7 @@
 //! - [`FakeDriver`]: the driver side of one split virtqueue (posts RX buffers,
 //!   sends TX frames, reads used entries) plus hostile builders (raw
 //!   descriptors, avail-index jumps) for the catalog tests.
+//! - [`PackedDriver`]: the same for one packed virtqueue.
 //! - [`FakeFrontend`]: a real vhost-user front-end (rust-vmm `vhost` crate)
 //!   driving a daemon over a unix socket.
 //! - [`FakeGuest`]: front-end plus one RX/TX driver pair per queue pair.
@@ -14,6 +15,8 @@
 
 mod driver;
 mod frontend;
+mod packed;
 
 pub use driver::{DriverLayout, FakeDriver, RawDesc};
 pub use frontend::*;
+pub use packed::{PackedDesc, PackedDriver};

@@ -55,6 +55,9 @@ pub struct Chain {
     pub(crate) readable: u32,
     pub(crate) writable: u32,
     pub(crate) error: Option<ChainError>,
+    /// Ring descriptors the chain takes (packed ring; 1 for split).
+    pub(crate) descs: u16,
+    pub(crate) any_writable: bool,
 }
 
 impl Chain {
@@ -72,11 +75,19 @@ impl Chain {
         self.readable = 0;
         self.writable = 0;
         self.error = None;
+        self.descs = 1;
+        self.any_writable = false;
     }
 
     /// Head descriptor index: the id to complete this chain with.
     pub fn head(&self) -> u16 {
         self.head
+    }
+
+    /// How many ring descriptors the chain occupies (packed ring: the used
+    /// position advances by this; always 1 on the split ring).
+    pub fn descs(&self) -> u16 {
+        self.descs
     }
 
     /// Why the chain is unusable, if it is.

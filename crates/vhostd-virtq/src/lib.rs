@@ -5,10 +5,13 @@
 //! must be notified (EVENT_IDX or flags). It knows nothing of virtio-net or
 //! vhost-user; it sees guest memory only through [`vhostd_mem::GuestMem`].
 //!
-//! Work is batched: the caller pops a burst of chains ([`SplitQueue::pop`]),
-//! writes used entries ([`SplitQueue::add_used`]), then publishes the used
-//! index once ([`SplitQueue::publish_used`]) and asks once whether to notify
-//! ([`SplitQueue::needs_notification`]). No allocation happens per chain: the
+//! Two ring layouts: split ([`SplitQueue`], virtio 1.2 §2.7) and packed
+//! ([`PackedQueue`], §2.8), behind one [`Queue`] the data path uses.
+//!
+//! Work is batched: the caller pops a burst of chains ([`Queue::pop`]),
+//! writes used entries ([`Queue::add_used`]), then publishes them once
+//! ([`Queue::publish_used`]) and asks once whether to notify
+//! ([`Queue::needs_notification`]). No allocation happens per chain: the
 //! caller owns one [`Chain`] whose segment vector is reused.
 //!
 //! Every index, length and address the guest wrote is checked here (THREATS
@@ -20,9 +23,16 @@
 #![deny(clippy::indexing_slicing)]
 
 mod chain;
+mod packed;
+mod queue;
 mod split;
 
 pub use chain::{Chain, ChainError, Segment};
+pub use packed::{
+    packed_ring_sizes, PackedQueue, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
+    RING_EVENT_FLAGS_ENABLE, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
+};
+pub use queue::{Queue, UsedRef};
 pub use split::{ring_sizes, QueueConfig, SplitQueue};
 
 use vhostd_mem::MemError;
@@ -81,6 +91,9 @@ pub enum QueueError {
     /// (the memory table changed under us without a restart).
     #[error("ring memory access failed")]
     Memory(#[source] MemError),
+    /// The ring base from `SET_VRING_BASE` is out of range.
+    #[error("ring base {0:#x} out of range")]
+    BadBase(u32),
     /// A write into a chain that was validated at pop time failed.
     #[error("write into a validated buffer failed")]
     BufferWrite,
@@ -98,6 +111,7 @@ impl QueueError {
             | QueueError::Misaligned(..)
             | QueueError::RingNotMapped(..)
             | QueueError::Memory(_)
+            | QueueError::BadBase(_)
             | QueueError::BufferWrite => false,
         }
     }
@@ -109,5 +123,7 @@ impl From<MemError> for QueueError {
     }
 }
 
+#[cfg(test)]
+mod packed_tests;
 #[cfg(test)]
 mod tests;

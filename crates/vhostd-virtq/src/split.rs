@@ -30,12 +30,18 @@ pub struct QueueConfig {
     pub avail: u64,
     /// Guest-physical address of the used ring.
     pub used: u64,
-    /// First avail index to process (`SET_VRING_BASE`).
-    pub base: u16,
+    /// `SET_VRING_BASE`: the first avail index (split ring, 16 bits), or
+    /// next avail and next used with their wrap counters (packed ring).
+    pub base: u32,
     /// VIRTIO_F_RING_EVENT_IDX negotiated.
     pub event_idx: bool,
     /// VIRTIO_F_RING_INDIRECT_DESC negotiated.
     pub indirect: bool,
+    /// VIRTIO_F_RING_PACKED negotiated: `avail` is the driver area and
+    /// `used` the device area.
+    pub packed: bool,
+    /// VIRTIO_F_IN_ORDER negotiated.
+    pub in_order: bool,
 }
 
 /// Ring sizes in bytes for queue size `n`: (desc, avail, used).
@@ -92,6 +98,7 @@ impl SplitQueue {
             mem.check_range(addr, len)
                 .map_err(|_| QueueError::RingNotMapped(name, addr))?;
         }
+        let base = u16::try_from(cfg.base).map_err(|_| QueueError::BadBase(cfg.base))?;
         let used_idx = mem.load_u16(cfg.used + 2, Ordering::Acquire)?;
         Ok(SplitQueue {
             size,
@@ -100,8 +107,8 @@ impl SplitQueue {
             used: cfg.used,
             event_idx: cfg.event_idx,
             indirect: cfg.indirect,
-            next_avail: Wrapping(cfg.base),
-            avail_shadow: Wrapping(cfg.base),
+            next_avail: Wrapping(base),
+            avail_shadow: Wrapping(base),
             next_used: Wrapping(used_idx),
             signalled_used: Wrapping(used_idx),
             signalled_valid: false,
@@ -175,6 +182,21 @@ impl SplitQueue {
             }
         }
         Ok(true)
+    }
+
+    /// A position to come back to with [`SplitQueue::rewind`].
+    pub fn mark(&self) -> u32 {
+        u32::from(self.next_avail.0)
+    }
+
+    /// Gives back every chain popped since `mark`.
+    pub fn rewind(&mut self, mark: u32) {
+        self.next_avail = Wrapping(u16::try_from(mark).unwrap_or(self.next_avail.0));
+    }
+
+    /// Whether the driver has made chains available we have not popped.
+    pub fn has_avail(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {
+        Ok(self.pending(mem)? > 0)
     }
 
     /// Gives back the last `n` popped chains (they will be popped again).

@@ -25,6 +25,7 @@ fn setup(size: u16, event_idx: bool) -> (TestMemory, FakeDriver, SplitQueue) {
             base: 0,
             event_idx,
             indirect: true,
+            ..Default::default()
         },
         &m.mem,
     )
@@ -546,6 +547,7 @@ fn test_split_index_wraps_past_u16() {
             base: 65534,
             event_idx: false,
             indirect: false,
+            ..Default::default()
         },
         &m.mem,
     )

@@ -1,0 +1,476 @@
+//! Packed virtqueue, device side (virtio 1.2 §2.8).
+//!
+//! ```text
+//!  desc   (align 16): N x { addr: le64, len: le32, id: le16, flags: le16 }
+//!  driver (align 4):  { off_wrap: le16, flags: le16 }   read by us: calls
+//!  device (align 4):  { off_wrap: le16, flags: le16 }   written by us: kicks
+//! ```
+//!
+//! One ring holds both directions: the driver marks descriptors available
+//! (AVAIL == its wrap counter, USED != it), we overwrite the first
+//! descriptor of each chain with a used descriptor (AVAIL == USED == our wrap
+//! counter). Positions are kept as one number `c` in `[0, 2N)`: slot `c % N`,
+//! wrap counter 1 for `c < N` (both counters start at 1).
+//!
+//! Batching: used descriptors of a burst are written with their flags, except
+//! the first one's, which [`PackedQueue::publish_used`] stores last with
+//! release order; the driver polls only that slot, so it sees the whole burst
+//! at once. With IN_ORDER, runs of zero-length completions (TX) are written as
+//! one used descriptor carrying the last buffer id (§2.8.9).
+
+use std::sync::atomic::{fence, Ordering};
+
+use vhostd_mem::GuestMem;
+
+use crate::chain::{Chain, ChainError, Segment};
+use crate::split::QueueConfig;
+use crate::{QueueError, MAX_INDIRECT_DESCS, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
+use crate::{MAX_QUEUE_SIZE, VRING_DESC_F_WRITE};
+
+/// Descriptor flag: available (matches the driver's wrap counter).
+pub const VRING_PACKED_DESC_F_AVAIL: u16 = 1 << 7;
+/// Descriptor flag: used (matches the device's wrap counter).
+pub const VRING_PACKED_DESC_F_USED: u16 = 1 << 15;
+/// Event suppression flags: events enabled.
+pub const RING_EVENT_FLAGS_ENABLE: u16 = 0;
+/// Event suppression flags: events disabled.
+pub const RING_EVENT_FLAGS_DISABLE: u16 = 1;
+/// Event suppression flags: event at a given descriptor (EVENT_IDX only).
+pub const RING_EVENT_FLAGS_DESC: u16 = 2;
+
+const DESC_SIZE: u64 = 16;
+const WRAP_BIT: u16 = 1 << 15;
+
+/// Packed ring sizes in bytes for queue size `n`: (desc, driver, device).
+pub fn packed_ring_sizes(n: u16) -> (u64, u64, u64) {
+    (DESC_SIZE * u64::from(n), 4, 4)
+}
+
+/// A run of in-order zero-length completions not yet written.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    start: u32,
+    id: u16,
+}
+
+/// Device side of one packed virtqueue.
+#[derive(Debug)]
+pub struct PackedQueue {
+    size: u16,
+    desc: u64,
+    driver: u64,
+    device: u64,
+    event_idx: bool,
+    indirect: bool,
+    in_order: bool,
+    /// Next descriptor to read.
+    avail: u32,
+    /// Furthest position found not (yet) available: where we ask the driver
+    /// to kick us (the split ring's avail_shadow).
+    seen: u32,
+    /// Next slot a used descriptor goes to.
+    used: u32,
+    /// First used descriptor of the burst: (slot, flags), stored at publish.
+    first: Option<(u16, u16)>,
+    batch: Option<Batch>,
+    signalled: u32,
+    signalled_valid: bool,
+}
+
+impl PackedQueue {
+    /// Validates `cfg` (`avail` is the driver area, `used` the device area,
+    /// `base` the vhost-user packed encoding) and starts the queue.
+    pub fn new(cfg: QueueConfig, mem: &GuestMem) -> Result<Self, QueueError> {
+        let size = cfg.size;
+        // packed rings need not be a power of two (§2.8.10.1)
+        if size == 0 || size > MAX_QUEUE_SIZE {
+            return Err(QueueError::InvalidSize(u32::from(size)));
+        }
+        let (dl, _, _) = packed_ring_sizes(size);
+        for (name, addr, align, len) in [
+            ("desc", cfg.desc, 16, dl),
+            ("driver", cfg.avail, 4, 4),
+            ("device", cfg.used, 4, 4),
+        ] {
+            if addr % align != 0 {
+                return Err(QueueError::Misaligned(name, addr));
+            }
+            mem.check_range(addr, len)
+                .map_err(|_| QueueError::RingNotMapped(name, addr))?;
+        }
+        let decode = |v: u16| -> Result<u32, QueueError> {
+            let idx = v & !WRAP_BIT;
+            if idx >= size {
+                return Err(QueueError::BadBase(u32::from(v)));
+            }
+            Ok(if v & WRAP_BIT != 0 {
+                u32::from(idx)
+            } else {
+                u32::from(idx) + u32::from(size)
+            })
+        };
+        // low half: next avail; high half: next used. DPDK's virtio-user
+        // sends only the low half (the queue is empty at start).
+        let lo = u16::try_from(cfg.base & 0xffff).unwrap_or(0);
+        let hi = u16::try_from(cfg.base >> 16).unwrap_or(0);
+        let avail = decode(lo)?;
+        let used = if hi == 0 { avail } else { decode(hi)? };
+        Ok(PackedQueue {
+            size,
+            desc: cfg.desc,
+            driver: cfg.avail,
+            device: cfg.used,
+            event_idx: cfg.event_idx,
+            indirect: cfg.indirect,
+            in_order: cfg.in_order,
+            avail,
+            seen: avail,
+            used,
+            first: None,
+            batch: None,
+            signalled: used,
+            signalled_valid: false,
+        })
+    }
+
+    /// Queue size.
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    fn wrap_len(&self) -> u32 {
+        2 * u32::from(self.size)
+    }
+
+    fn advance(&self, c: u32, n: u32) -> u32 {
+        c.wrapping_add(n) % self.wrap_len()
+    }
+
+    /// Steps from `a` forward to `b`.
+    fn dist(&self, a: u32, b: u32) -> u32 {
+        b.wrapping_add(self.wrap_len()).wrapping_sub(a) % self.wrap_len()
+    }
+
+    fn slot(&self, c: u32) -> u16 {
+        u16::try_from(c % u32::from(self.size)).unwrap_or(0)
+    }
+
+    fn wrap(&self, c: u32) -> bool {
+        c < u32::from(self.size)
+    }
+
+    /// `slot | wrap << 15`: the vhost-user and event-suppression encoding.
+    fn encode(&self, c: u32) -> u16 {
+        self.slot(c) | if self.wrap(c) { WRAP_BIT } else { 0 }
+    }
+
+    /// What `GET_VRING_BASE` reports: next avail in the low half, next used
+    /// in the high half, each `idx | wrap << 15` (as QEMU encodes it).
+    pub fn base(&self) -> u32 {
+        u32::from(self.encode(self.avail)) | (u32::from(self.encode(self.used)) << 16)
+    }
+
+    /// Next avail position, encoded (diagnostics).
+    pub fn next_avail(&self) -> u16 {
+        self.encode(self.avail)
+    }
+
+    /// Next used position, encoded (diagnostics).
+    pub fn next_used(&self) -> u16 {
+        self.encode(self.used)
+    }
+
+    fn desc_addr(&self, slot: u16) -> u64 {
+        self.desc + DESC_SIZE * u64::from(slot)
+    }
+
+    /// Whether the descriptor at position `c` is available (acquire: its
+    /// contents, written before its flags, are visible after this).
+    fn is_avail(&self, mem: &GuestMem, c: u32) -> Result<bool, QueueError> {
+        let flags = mem.load_u16(self.desc_addr(self.slot(c)) + 14, Ordering::Acquire)?;
+        let avail = flags & VRING_PACKED_DESC_F_AVAIL != 0;
+        let used = flags & VRING_PACKED_DESC_F_USED != 0;
+        let w = self.wrap(c);
+        Ok(avail == w && used != w)
+    }
+
+    /// Whether a chain is waiting at the next avail position.
+    pub fn has_avail(&self, mem: &GuestMem) -> Result<bool, QueueError> {
+        self.is_avail(mem, self.avail)
+    }
+
+    /// Pops the next available chain into `chain` ([`Chain::head`] is its
+    /// buffer id). Returns `Ok(false)` when none is available. A chain whose
+    /// buffers are bad comes back with [`Chain::error`] set and its ring
+    /// extent known: complete it with length 0.
+    pub fn pop(&mut self, mem: &GuestMem, chain: &mut Chain) -> Result<bool, QueueError> {
+        if !self.is_avail(mem, self.avail)? {
+            self.seen = self.avail;
+            return Ok(false);
+        }
+        chain.reset(0);
+        let mut c = self.avail;
+        let mut descs = 0u16;
+        let mut bad = None;
+        loop {
+            // A chain longer than the ring runs into itself (THREATS C1).
+            if descs >= self.size {
+                return Err(QueueError::ChainLoop(self.slot(self.avail)));
+            }
+            descs += 1;
+            let (addr, len, id, flags) = read_desc(mem, self.desc_addr(self.slot(c)))?;
+            // Buffer ID is in the last descriptor of the chain (§2.8.6).
+            chain.head = id;
+            if bad.is_none() {
+                if let Err(e) = self.take(mem, chain, addr, len, flags) {
+                    bad = Some(e);
+                }
+            }
+            c = self.advance(c, 1);
+            if flags & VRING_DESC_F_NEXT == 0 {
+                break;
+            }
+        }
+        let before = self.dist(self.avail, self.seen);
+        self.avail = c;
+        if u32::from(descs) >= before {
+            self.seen = c;
+        }
+        chain.descs = descs;
+        if let Some(e) = bad {
+            chain.segs.clear();
+            chain.readable = 0;
+            chain.writable = 0;
+            chain.error = Some(e);
+        }
+        Ok(true)
+    }
+
+    /// Adds one ring descriptor (direct or indirect) to `chain`.
+    fn take(
+        &self,
+        mem: &GuestMem,
+        chain: &mut Chain,
+        addr: u64,
+        len: u32,
+        flags: u16,
+    ) -> Result<(), ChainError> {
+        if flags & VRING_DESC_F_INDIRECT == 0 {
+            return push_seg(mem, chain, addr, len, flags & VRING_DESC_F_WRITE != 0);
+        }
+        if !self.indirect {
+            return Err(ChainError::IndirectNotNegotiated);
+        }
+        // §2.8.7: the driver must not set NEXT on an indirect descriptor.
+        if flags & VRING_DESC_F_NEXT != 0 {
+            return Err(ChainError::IndirectWithNext);
+        }
+        let n = len / 16;
+        if len == 0 || !len.is_multiple_of(16) || n > MAX_INDIRECT_DESCS {
+            return Err(ChainError::BadIndirectLen(len));
+        }
+        mem.check_range(addr, u64::from(len))
+            .map_err(|_| ChainError::AddressOutOfRange(addr, len))?;
+        // The table is read whole, in order; only WRITE counts in it (§2.8.7).
+        for i in 0..u64::from(n) {
+            let (a, l, _, f) = read_desc(mem, addr + DESC_SIZE * i)
+                .map_err(|_| ChainError::AddressOutOfRange(addr, len))?;
+            if f & VRING_DESC_F_INDIRECT != 0 {
+                return Err(ChainError::NestedIndirect);
+            }
+            push_seg(mem, chain, a, l, f & VRING_DESC_F_WRITE != 0)?;
+        }
+        Ok(())
+    }
+
+    /// A position to come back to with [`PackedQueue::rewind`].
+    pub fn mark(&self) -> u32 {
+        self.avail
+    }
+
+    /// Gives back every chain popped since `mark` (they will be popped
+    /// again). Only chains not completed may be given back.
+    pub fn rewind(&mut self, mark: u32) {
+        if mark < self.wrap_len() {
+            self.avail = mark;
+        }
+    }
+
+    fn write_used(&mut self, mem: &GuestMem, c: u32, id: u16, len: u32) -> Result<(), QueueError> {
+        let slot = self.slot(c);
+        let mut e = [0u8; 6];
+        e[..4].copy_from_slice(&len.to_le_bytes());
+        e[4..].copy_from_slice(&id.to_le_bytes());
+        let at = self.desc_addr(slot);
+        mem.write(at + 8, &e)?;
+        let mut flags = if self.wrap(c) {
+            VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED
+        } else {
+            0
+        };
+        if len > 0 {
+            flags |= VRING_DESC_F_WRITE;
+        }
+        if self.first.is_none() {
+            self.first = Some((slot, flags));
+        } else {
+            mem.store_u16(at + 14, flags, Ordering::Relaxed)?;
+        }
+        Ok(())
+    }
+
+    fn flush_batch(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
+        if let Some(b) = self.batch.take() {
+            self.write_used(mem, b.start, b.id, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the used descriptor for a chain of `descs` ring descriptors
+    /// with buffer id `id` and `len` bytes written (not yet visible: see
+    /// [`PackedQueue::publish_used`]). Chains must be completed in the order
+    /// they were popped (vhostd always does: it is what IN_ORDER promises).
+    pub fn add_used(
+        &mut self,
+        mem: &GuestMem,
+        id: u16,
+        descs: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
+        let at = self.used;
+        self.used = self.advance(at, u32::from(descs.max(1)));
+        self.flush_batch(mem)?;
+        self.write_used(mem, at, id, len)
+    }
+
+    /// Completes a chain the device only read (TX: nothing written). With
+    /// IN_ORDER, a run of these becomes one used descriptor carrying the
+    /// last buffer id (§2.8.9); the driver skips the rest.
+    pub fn add_used_read(&mut self, mem: &GuestMem, id: u16, descs: u16) -> Result<(), QueueError> {
+        if !self.in_order {
+            return self.add_used(mem, id, descs, 0);
+        }
+        let at = self.used;
+        self.used = self.advance(at, u32::from(descs.max(1)));
+        match self.batch.as_mut() {
+            Some(b) => b.id = id,
+            None => self.batch = Some(Batch { start: at, id }),
+        }
+        Ok(())
+    }
+
+    /// Makes the burst's used descriptors visible: the first one's flags
+    /// are stored last, with release order.
+    pub fn publish_used(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
+        self.flush_batch(mem)?;
+        if let Some((slot, flags)) = self.first.take() {
+            mem.store_u16(self.desc_addr(slot) + 14, flags, Ordering::Release)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the driver wants a call for what was published since the
+    /// last decision (§2.8.14: driver event suppression).
+    pub fn needs_notification(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {
+        // used flags before the driver's event structure (cf. split ring)
+        fence(Ordering::SeqCst);
+        let old = self.signalled;
+        let new = self.used;
+        let valid = self.signalled_valid;
+        self.signalled = new;
+        self.signalled_valid = true;
+        let mut ev = [0u8; 4];
+        mem.read(self.driver, &mut ev)?;
+        let off_wrap = u16::from_le_bytes([ev[0], ev[1]]);
+        let flags = u16::from_le_bytes([ev[2], ev[3]]) & 3;
+        match flags {
+            RING_EVENT_FLAGS_DISABLE => Ok(false),
+            RING_EVENT_FLAGS_DESC if self.event_idx && valid => {
+                let off = off_wrap & !WRAP_BIT;
+                if off >= self.size {
+                    return Ok(true);
+                }
+                let event = if off_wrap & WRAP_BIT != 0 {
+                    u32::from(off)
+                } else {
+                    u32::from(off) + u32::from(self.size)
+                };
+                // notify if the event slot was written in [old, new)
+                Ok(self.dist(old, event) < self.dist(old, new))
+            }
+            // ENABLE, the reserved value, DESC without EVENT_IDX, first call
+            _ => Ok(true),
+        }
+    }
+
+    /// Asks the driver for kicks again; with EVENT_IDX, for the first
+    /// descriptor we have not found available (a blocked RX queue is then
+    /// kicked by a new buffer, not by the ones it found too small). Returns
+    /// true if that descriptor became available meanwhile.
+    pub fn enable_notification(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {
+        if self.event_idx {
+            let mut ev = [0u8; 4];
+            ev[..2].copy_from_slice(&self.encode(self.seen).to_le_bytes());
+            ev[2..].copy_from_slice(&RING_EVENT_FLAGS_DESC.to_le_bytes());
+            mem.write(self.device, &ev)?;
+        } else {
+            mem.store_u16(self.device + 2, RING_EVENT_FLAGS_ENABLE, Ordering::Relaxed)?;
+        }
+        fence(Ordering::SeqCst);
+        self.is_avail(mem, self.seen)
+    }
+
+    /// Tells the driver kicks are not needed. With EVENT_IDX nothing is
+    /// written: the event offset stays behind, the driver kicks at most once.
+    pub fn disable_notification(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
+        if !self.event_idx {
+            mem.store_u16(self.device + 2, RING_EVENT_FLAGS_DISABLE, Ordering::Relaxed)?;
+        }
+        Ok(())
+    }
+}
+
+/// One 16-byte snapshot per descriptor (THREATS C5: no double fetch).
+fn read_desc(mem: &GuestMem, at: u64) -> Result<(u64, u32, u16, u16), QueueError> {
+    let mut raw = [0u8; 16];
+    mem.read(at, &mut raw)?;
+    let addr = u64::from_le_bytes([
+        raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
+    ]);
+    let len = u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]);
+    let id = u16::from_le_bytes([raw[12], raw[13]]);
+    let flags = u16::from_le_bytes([raw[14], raw[15]]);
+    Ok((addr, len, id, flags))
+}
+
+/// Validates one buffer and appends it (shared rules with the split ring).
+fn push_seg(
+    mem: &GuestMem,
+    chain: &mut Chain,
+    addr: u64,
+    len: u32,
+    writable: bool,
+) -> Result<(), ChainError> {
+    mem.check_range(addr, u64::from(len))
+        .map_err(|_| ChainError::AddressOutOfRange(addr, len))?;
+    if writable {
+        chain.any_writable = true;
+        chain.writable = chain.writable.checked_add(len).ok_or(ChainError::TooLong)?;
+    } else {
+        if chain.any_writable {
+            return Err(ChainError::ReadableAfterWritable);
+        }
+        chain.readable = chain.readable.checked_add(len).ok_or(ChainError::TooLong)?;
+    }
+    if chain.readable.checked_add(chain.writable).is_none() {
+        return Err(ChainError::TooLong);
+    }
+    if len > 0 {
+        chain.segs.push(Segment {
+            addr,
+            len,
+            writable,
+        });
+    }
+    Ok(())
+}
