@@ -39,9 +39,13 @@ run() { # run NAME CMD...
 }
 run "dpdk-testpmd 1 queue pair" bash tests/dpdk-testpmd.sh 1
 run "dpdk-testpmd 2 queue pairs" bash tests/dpdk-testpmd.sh 2
+run "dpdk-testpmd packed ring, in-order" env VDEV_ARGS=",packed_vq=1,in_order=1" bash tests/dpdk-testpmd.sh 1
+run "dpdk-testpmd packed ring, 2 queue pairs, no in-order, no mergeable" env VDEV_ARGS=",packed_vq=1,in_order=0,mrg_rxbuf=0" bash tests/dpdk-testpmd.sh 2
 run "qemu guest 1 queue pair" bash tests/qemu-guest.sh 1 16
 run "qemu guest 2 queue pairs" bash tests/qemu-guest.sh 2 16
 run "qemu 10 guest 2 queue pairs, MSI-X" env QEMU_FLAVOR=backports bash tests/qemu-guest.sh 2 16
+run "qemu guest packed ring" env PACKED=1 bash tests/qemu-guest.sh 1 16
+run "qemu 10 guest packed ring, 2 queue pairs, MSI-X" env QEMU_FLAVOR=backports PACKED=1 bash tests/qemu-guest.sh 2 16
 run "qemu 10 guest interrupts with and without coalescing" bash tests/qemu-coalesce.sh 16
 run "fuzz smoke (20 s per target)" bash scripts/fuzz.sh 20
 run "benchmark smoke (figures only, never pass/fail on numbers)" bash -c \

@@ -55,3 +55,14 @@ d=json.loads(sys.argv[1]); dirn=sys.argv[2]; f=sys.argv[3]
 print(sum(q[f] for p in d["ports"] for q in p["queues"] if dirn=="all" or q["name"].startswith(dirn)))
 ' "$1" "$2" "$3"
 }
+
+# wait_prompt LOG SECS: until an interactive dpdk-testpmd writing to LOG shows
+# its prompt (it is ready for commands), or SECS pass.
+wait_prompt() {
+  local i
+  for ((i = 0; i < $2 * 5; i++)); do
+    grep -q 'testpmd> ' "$1" 2>/dev/null && return 0
+    sleep 0.2
+  done
+  return 1
+}

@@ -19,7 +19,7 @@ set -uo pipefail
 Q=${1:-1}
 MB=${2:-16}
 FLAVOR=${QEMU_FLAVOR:-system}
-TEST_NAME="qemu-guest q=$Q ($FLAVOR)"
+TEST_NAME="qemu-guest q=$Q ($FLAVOR)${PACKED:+ packed}"
 source "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" = 0 ] || skip "needs root for the network namespace and TAP"
@@ -67,6 +67,8 @@ DEVOPTS="romfile=,mac=52:54:00:12:34:56"
 [ "$Q" -gt 1 ] && DEVOPTS+=",mq=on"
 if [ "${QVER:-0}" -lt 8 ]; then DEVOPTS+=",vectors=0"
 elif [ "$Q" -gt 1 ]; then DEVOPTS+=",vectors=$((2 * Q + 2))"; fi
+# PACKED=1: the guest drives packed virtqueues (QEMU packed=on)
+[ -n "${PACKED:-}" ] && DEVOPTS+=",packed=on"
 SMP=1; [ "$Q" -gt 1 ] && SMP=2
 
 boot() { # boot NAME TESTS
@@ -107,6 +109,12 @@ if [ "$Q" -gt 1 ]; then
   grep -q "queues=.*rx-$((Q - 1))" "$W/serial-first.txt" || fail "guest did not enable $Q queue pairs"
 fi
 J1=$(stats_json "$W/ctl.sock") || fail "vhostctl stats failed"
+if [ -n "${PACKED:-}" ]; then
+  # the guest acked VIRTIO_F_RING_PACKED (bit 34)
+  ACKED=$(sed -n 's/.*features acked \(0x[0-9a-f]*\).*/\1/p' "$W/vhostd.log" | tail -1)
+  [ -n "$ACKED" ] && [ $(( (ACKED >> 34) & 1 )) = 1 ] || fail "packed ring not negotiated (features acked ${ACKED:-none})"
+  log "packed ring negotiated (features $ACKED)"
+fi
 # Interrupts the guest took on its virtio queue vectors (config vector
 # excluded), against what vhostd moved: bytes per interrupt.
 IRQS=$(awk '/^VHD-IRQ/ && !/config/ {for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+$/) n += $i; else break} END {print n+0}' "$W/serial-first.txt")
