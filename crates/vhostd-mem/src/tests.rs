@@ -144,3 +144,34 @@ fn test_mem_has_region_matches_same_file_only() {
     assert!(!m.has_region(&spec(0, 0x1000, 0x10000, memfd(0x1000))));
     assert!(!m.has_region(&spec(0, 0x1000, 0x20000, f)));
 }
+
+#[test]
+fn test_mem_fast_path_agrees_with_region_layout() {
+    // three regions, two contiguous (0x0-0x2000) and one apart (0x10000):
+    // in-region accesses take the fast path, spanning ones the slow path,
+    // gaps and ends fail, and atomics land where plain copies do
+    let m = GuestMem::from_specs(vec![
+        spec(0x10000, 0x1000, 0x9000_0000, memfd(0x1000)),
+        spec(0x0, 0x1000, 0x7000_0000, memfd(0x1000)),
+        spec(0x1000, 0x1000, 0x8000_0000, memfd(0x1000)),
+    ])
+    .unwrap();
+    let data: Vec<u8> = (0..64u8).collect();
+    for addr in [0x0u64, 0xfe0, 0x1800, 0x10000, 0x10fc0] {
+        m.write(addr, &data).unwrap();
+        let mut b = [0u8; 64];
+        m.read(addr, &mut b).unwrap();
+        assert_eq!(&b[..], &data[..], "at {addr:#x}");
+    }
+    let mut b = [0u8; 64];
+    for bad in [0x1fe0u64, 0x2000, 0xffe0, 0x10fe0, u64::MAX - 8] {
+        assert!(m.read(bad, &mut b).is_err(), "read at {bad:#x}");
+        assert!(m.write(bad, &b).is_err(), "write at {bad:#x}");
+    }
+    m.store_u16(0x10002, 0xbeef, Ordering::Release).unwrap();
+    assert_eq!(m.read_u16(0x10002).unwrap(), 0xbeef);
+    m.write_u16(0x1ffe, 0x1234).unwrap();
+    assert_eq!(m.load_u16(0x1ffe, Ordering::Acquire).unwrap(), 0x1234);
+    assert!(m.load_u16(0x2000, Ordering::Acquire).is_err());
+    assert!(m.load_u16(0x11000, Ordering::Acquire).is_err());
+}
