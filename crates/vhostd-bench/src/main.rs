@@ -313,8 +313,8 @@ impl Rig {
                     .unwrap();
             }
             out.push(Pair {
-                rx,
-                tx,
+                rx: rx.into_split(),
+                tx: tx.into_split(),
                 call,
                 kick,
                 epoll,

@@ -32,7 +32,7 @@ fn control(d: &Daemon, cmd: Command) {
 fn one(g: &mut FakeGuest, seed: u32) {
     let f = eth_frame(100, seed);
     g.send(0, &f);
-    assert!(FakeGuest::wait_for(T, || g.rx[0].used_idx() as u32 > seed));
+    assert!(FakeGuest::wait_for(T, || g.rx[0].split().used_idx() as u32 > seed));
 }
 
 #[test]

@@ -53,7 +53,11 @@ fn test_worker_modes_kicks_and_idle_cpu() {
     assert_eq!(d.port.mode(), WorkerMode::Adaptive);
     roundtrip(&mut g, 1);
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(g.tx[0].used_flags(), 0, "adaptive re-arms kicks when idle");
+    assert_eq!(
+        g.tx[0].split().used_flags(),
+        0,
+        "adaptive re-arms kicks when idle"
+    );
     let t0 = thread_ticks("vhostd-t-q0");
     std::thread::sleep(Duration::from_secs(1));
     let idle = thread_ticks("vhostd-t-q0") - t0;
@@ -63,7 +67,7 @@ fn test_worker_modes_kicks_and_idle_cpu() {
     d.port.set_mode(WorkerMode::Poll);
     roundtrip(&mut g, 2);
     assert!(
-        FakeGuest::wait_for(T, || g.tx[0].used_flags() == 1),
+        FakeGuest::wait_for(T, || g.tx[0].split().used_flags() == 1),
         "poll mode turns kicks off"
     );
     let t0 = thread_ticks("vhostd-t-q0");
@@ -84,7 +88,7 @@ fn test_worker_modes_kicks_and_idle_cpu() {
     d.port.set_mode(WorkerMode::Event);
     roundtrip(&mut g, 4);
     std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(g.tx[0].used_flags(), 0);
+    assert_eq!(g.tx[0].split().used_flags(), 0);
     let t0 = thread_ticks("vhostd-t-q0");
     std::thread::sleep(Duration::from_millis(500));
     assert!(thread_ticks("vhostd-t-q0") - t0 <= 1);

@@ -214,7 +214,7 @@ fn test_hostile_guest_avail_jump_breaks_one_queue_only() {
         queue_pairs: 2,
         ..Default::default()
     });
-    g.tx[0].set_avail_idx(1000);
+    g.tx[0].split().set_avail_idx(1000);
     g.kicks[1].write(1).unwrap();
     assert!(FakeGuest::wait_for(T, || d.stats(1).ring_errors == 1));
     let rep = d.port.report();
@@ -231,7 +231,7 @@ fn test_hostile_guest_broken_port_recovers_on_reconnect() {
     let d = Daemon::loopback(1);
     {
         let (mut g, h) = d.guest(GuestOptions::default());
-        g.tx[0].set_avail_idx(999);
+        g.tx[0].split().set_avail_idx(999);
         g.kicks[1].write(1).unwrap();
         assert!(FakeGuest::wait_for(T, || d.stats(1).ring_errors == 1));
         drop(g);
@@ -249,7 +249,7 @@ fn test_hostile_guest_bad_chain_completed_and_counted() {
     let d = Daemon::loopback(1);
     let (mut g, _h) = d.guest(GuestOptions::default());
     let head = 200u16;
-    g.tx[0].push_raw(
+    g.tx[0].split().push_raw(
         &[(
             head,
             vhostd_testkit::RawDesc {
@@ -263,7 +263,7 @@ fn test_hostile_guest_bad_chain_completed_and_counted() {
     );
     g.kicks[1].write(1).unwrap();
     assert!(FakeGuest::wait_for(T, || d.stats(1).bad_chains == 1));
-    assert!(FakeGuest::wait_for(T, || g.tx[0].used_idx() == 1));
+    assert!(FakeGuest::wait_for(T, || g.tx[0].split().used_idx() == 1));
     assert_eq!(g.tx[0].used(), vec![(head, 0)]);
     // and the queue still works
     let f = eth_frame(100, 2);

@@ -13,6 +13,7 @@ use vhostd_mem::{GuestMem, RegionSpec};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::driver::{DriverLayout, FakeDriver};
+use crate::packed::{Driver, PackedDriver};
 
 /// The front-end's "virtual address" of guest-physical 0 in tests: ring
 /// addresses are sent as `gpa + VA_OFFSET`, as QEMU sends its own VAs.
@@ -20,6 +21,8 @@ pub const VA_OFFSET: u64 = 0x7f00_0000_0000;
 /// Guest-physical base of test memory (non-zero on purpose).
 pub const GPA_BASE: u64 = 0x10_0000;
 
+pub const VIRTIO_F_RING_PACKED: u64 = 1 << 34;
+pub const VIRTIO_F_IN_ORDER: u64 = 1 << 35;
 pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
 pub const VIRTIO_RING_F_INDIRECT_DESC: u64 = 1 << 28;
 pub const VIRTIO_RING_F_EVENT_IDX: u64 = 1 << 29;
@@ -99,6 +102,9 @@ pub struct GuestOptions {
     pub rx_buffers: usize,
     /// Set up a control virtqueue (index 2 * queue_pairs) too.
     pub ctrl_vq: bool,
+    /// Ask for packed virtqueues (VIRTIO_F_RING_PACKED); the data queues
+    /// then use [`PackedDriver`]s (the control queue stays split-only).
+    pub packed: bool,
 }
 
 impl Default for GuestOptions {
@@ -116,6 +122,7 @@ impl Default for GuestOptions {
             mem_size: 16 << 20,
             rx_buffers: 128,
             ctrl_vq: false,
+            packed: false,
         }
     }
 }
@@ -125,8 +132,8 @@ impl Default for GuestOptions {
 pub struct FakeGuest {
     pub frontend: FakeFrontend,
     pub memory: TestMemory,
-    pub rx: Vec<FakeDriver>,
-    pub tx: Vec<FakeDriver>,
+    pub rx: Vec<Driver>,
+    pub tx: Vec<Driver>,
     /// calls[2*qp] = RX call, calls[2*qp+1] = TX call.
     pub calls: Vec<EventFd>,
     pub kicks: Vec<EventFd>,
@@ -144,7 +151,16 @@ impl FakeGuest {
         let fe = &mut frontend.fe;
         fe.set_owner().unwrap();
         let offered = fe.get_features().unwrap();
-        let features = offered & opts.features;
+        let want = opts.features | if opts.packed { VIRTIO_F_RING_PACKED } else { 0 };
+        let features = offered & want;
+        assert!(
+            !opts.packed || features & VIRTIO_F_RING_PACKED != 0,
+            "packed ring not offered"
+        );
+        assert!(
+            !(opts.packed && opts.ctrl_vq),
+            "the test kit's control queue is split only"
+        );
         fe.set_features(features).unwrap();
         let proto = features & VHOST_USER_F_PROTOCOL_FEATURES != 0;
         if proto {
@@ -172,7 +188,11 @@ impl FakeGuest {
             let (layout, end) = DriverLayout::at(next, opts.queue_size, opts.buf_size);
             next = end;
             assert!(end <= GPA_BASE + opts.mem_size, "test memory too small");
-            let drv = FakeDriver::new(memory.mem.clone(), layout);
+            let drv = if opts.packed {
+                Driver::Packed(PackedDriver::new(memory.mem.clone(), layout))
+            } else {
+                Driver::Split(FakeDriver::new(memory.mem.clone(), layout))
+            };
             fe.set_vring_num(q, opts.queue_size).unwrap();
             fe.set_vring_addr(
                 q,
@@ -187,7 +207,9 @@ impl FakeGuest {
                 },
             )
             .unwrap();
-            fe.set_vring_base(q, 0).unwrap();
+            // packed: avail index 0 with wrap counter 1 (DPDK's encoding)
+            fe.set_vring_base(q, if opts.packed { 0x8000 } else { 0 })
+                .unwrap();
             let call = EventFd::new(EFD_NONBLOCK).unwrap();
             let kick = EventFd::new(EFD_NONBLOCK).unwrap();
             fe.set_vring_call(q, &call).unwrap();
@@ -201,7 +223,14 @@ impl FakeGuest {
         }
         let mut rx = Vec::new();
         let mut tx = Vec::new();
-        let ctrl = if opts.ctrl_vq { drivers.pop() } else { None };
+        let ctrl = if opts.ctrl_vq {
+            drivers.pop().map(|d| match d {
+                Driver::Split(d) => d,
+                Driver::Packed(_) => unreachable!(),
+            })
+        } else {
+            None
+        };
         for (i, d) in drivers.into_iter().enumerate() {
             if i % 2 == 0 {
                 rx.push(d);

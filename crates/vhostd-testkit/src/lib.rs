@@ -19,4 +19,4 @@ mod packed;
 
 pub use driver::{DriverLayout, FakeDriver, RawDesc};
 pub use frontend::*;
-pub use packed::{PackedDesc, PackedDriver};
+pub use packed::{Driver, PackedDesc, PackedDriver};

@@ -332,3 +332,61 @@ impl PackedDriver {
         self.used_next | if self.used_wrap { 1 << 15 } else { 0 }
     }
 }
+
+/// A queue's driver, either layout (what [`crate::FakeGuest`] holds).
+#[derive(Debug)]
+pub enum Driver {
+    Split(crate::FakeDriver),
+    Packed(PackedDriver),
+}
+
+macro_rules! each {
+    ($self:expr, $d:ident => $e:expr) => {
+        match $self {
+            Driver::Split($d) => $e,
+            Driver::Packed($d) => $e,
+        }
+    };
+}
+
+impl Driver {
+    pub fn post_rx(&mut self, n: usize, len: u32) -> usize {
+        each!(self, d => d.post_rx(n, len))
+    }
+    pub fn send_tx(&mut self, frame: &[u8]) -> Option<u16> {
+        each!(self, d => d.send_tx(frame))
+    }
+    pub fn used(&mut self) -> Vec<(u16, u32)> {
+        each!(self, d => d.used())
+    }
+    pub fn take_rx(&mut self, id: u16, len: u32) -> Vec<u8> {
+        each!(self, d => d.take_rx(id, len))
+    }
+    pub fn complete_tx(&mut self, id: u16) {
+        each!(self, d => d.complete_tx(id))
+    }
+    pub fn free_descs(&self) -> usize {
+        each!(self, d => d.free_descs())
+    }
+    /// The split driver (hostile tests that write split rings by hand).
+    pub fn split(&mut self) -> &mut crate::FakeDriver {
+        match self {
+            Driver::Split(d) => d,
+            Driver::Packed(_) => panic!("a split-ring test on a packed guest"),
+        }
+    }
+    /// The split driver, by value.
+    pub fn into_split(self) -> crate::FakeDriver {
+        match self {
+            Driver::Split(d) => d,
+            Driver::Packed(_) => panic!("a split-ring test on a packed guest"),
+        }
+    }
+    /// The packed driver.
+    pub fn packed(&mut self) -> &mut PackedDriver {
+        match self {
+            Driver::Packed(d) => d,
+            Driver::Split(_) => panic!("a packed-ring test on a split guest"),
+        }
+    }
+}
