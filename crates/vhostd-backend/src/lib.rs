@@ -88,6 +88,21 @@ pub trait Backend: Send + std::fmt::Debug {
     /// Reads one packet into `buf` (at least [`MAX_PACKET`] long). `Ok(None)`
     /// when none is ready.
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, BackendError>;
+    /// Hands `buf[..len]` to the back-end, which may keep `buf` itself and
+    /// leave another buffer of [`MAX_PACKET`] bytes in its place (no copy:
+    /// the loopback does this). The default copies through [`Backend::send`].
+    fn send_owned(&mut self, buf: &mut Vec<u8>, len: usize) -> Result<(), BackendError> {
+        match buf.get(..len) {
+            Some(pkt) => self.send(pkt),
+            None => Err(BackendError::Busy),
+        }
+    }
+    /// Receives one packet into `buf` ([`MAX_PACKET`] bytes long), possibly by
+    /// swapping in a buffer of the back-end's own of the same length. The
+    /// default reads through [`Backend::recv`].
+    fn recv_owned(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, BackendError> {
+        self.recv(buf)
+    }
     /// An fd that is readable when [`Backend::recv`] has a packet, if any.
     fn rx_fd(&self) -> Option<RawFd>;
     /// Whether [`Backend::recv`] has a packet without looking at an fd

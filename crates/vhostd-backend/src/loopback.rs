@@ -3,18 +3,22 @@
 use std::collections::VecDeque;
 use std::os::unix::io::RawFd;
 
-use crate::{Backend, BackendError, Offloads};
+use crate::{Backend, BackendError, Offloads, MAX_PACKET};
 
 /// Packets held between TX and RX; more are dropped (counted by the caller
 /// as `dropped_backend`).
 pub const LOOPBACK_SLOTS: usize = 256;
 
 /// In-memory loopback. Slot buffers are allocated on first use and reused,
-/// so steady state allocates nothing.
+/// so steady state allocates nothing. Through [`Backend::send_owned`] and
+/// [`Backend::recv_owned`] packets change hands by swapping buffers: the
+/// loop path copies once from guest TX buffers and once into guest RX
+/// buffers, nothing in between.
 #[derive(Debug)]
 pub struct Loopback {
     hdr_len: usize,
-    full: VecDeque<Vec<u8>>,
+    /// (buffer, packet length)
+    full: VecDeque<(Vec<u8>, usize)>,
     free: Vec<Vec<u8>>,
 }
 
@@ -25,6 +29,17 @@ impl Loopback {
             hdr_len: 12,
             full: VecDeque::with_capacity(LOOPBACK_SLOTS),
             free: Vec::new(),
+        }
+    }
+}
+
+impl Loopback {
+    /// Swaps destination and source MAC so the frame looks like a reply.
+    fn swap_macs(&self, slot: &mut [u8]) {
+        let h = self.hdr_len;
+        if let Some(macs) = slot.get_mut(h..h + 12) {
+            let (dst, src) = macs.split_at_mut(6);
+            dst.swap_with_slice(src);
         }
     }
 }
@@ -45,29 +60,46 @@ impl Backend for Loopback {
         if self.full.len() >= LOOPBACK_SLOTS {
             return Err(BackendError::Busy);
         }
-        let mut slot = self.free.pop().unwrap_or_default();
-        slot.clear();
-        slot.extend_from_slice(pkt);
-        // swap destination and source MAC so the frame looks like a reply
-        let h = self.hdr_len;
-        if let Some(macs) = slot.get_mut(h..h + 12) {
-            let (dst, src) = macs.split_at_mut(6);
-            dst.swap_with_slice(src);
+        let mut slot = self.free.pop().unwrap_or_else(|| vec![0u8; MAX_PACKET]);
+        let n = pkt.len().min(slot.len());
+        if let (Some(dst), Some(src)) = (slot.get_mut(..n), pkt.get(..n)) {
+            dst.copy_from_slice(src);
         }
-        self.full.push_back(slot);
+        self.swap_macs(&mut slot);
+        self.full.push_back((slot, n));
+        Ok(())
+    }
+
+    fn send_owned(&mut self, buf: &mut Vec<u8>, len: usize) -> Result<(), BackendError> {
+        if self.full.len() >= LOOPBACK_SLOTS || len > buf.len() {
+            return Err(BackendError::Busy);
+        }
+        let spare = self.free.pop().unwrap_or_else(|| vec![0u8; MAX_PACKET]);
+        let mut slot = std::mem::replace(buf, spare);
+        self.swap_macs(&mut slot);
+        self.full.push_back((slot, len));
         Ok(())
     }
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, BackendError> {
-        let Some(slot) = self.full.pop_front() else {
+        let Some((slot, len)) = self.full.pop_front() else {
             return Ok(None);
         };
-        let n = slot.len().min(buf.len());
+        let n = len.min(buf.len());
         if let (Some(dst), Some(src)) = (buf.get_mut(..n), slot.get(..n)) {
             dst.copy_from_slice(src);
         }
         self.free.push(slot);
         Ok(Some(n))
+    }
+
+    fn recv_owned(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, BackendError> {
+        let Some((slot, len)) = self.full.pop_front() else {
+            return Ok(None);
+        };
+        let old = std::mem::replace(buf, slot);
+        self.free.push(old);
+        Ok(Some(len))
     }
 
     fn rx_fd(&self) -> Option<RawFd> {
@@ -101,6 +133,27 @@ mod tests {
         assert_eq!(&buf[12..24], &[2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1]);
         assert_eq!(buf[26], 0xaa);
         assert!(l.recv(&mut buf).unwrap().is_none());
+    }
+
+    #[test]
+    fn test_loopback_owned_buffers_change_hands_without_copy() {
+        let mut l = Loopback::new();
+        l.configure(12, Offloads::default()).unwrap();
+        let mut tx = vec![0u8; MAX_PACKET];
+        tx[12..26].copy_from_slice(&[1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 8, 0]);
+        tx[26] = 0xbb;
+        let sent_ptr = tx.as_ptr();
+        l.send_owned(&mut tx, 27).unwrap();
+        assert_ne!(tx.as_ptr(), sent_ptr, "the loopback kept the buffer");
+        assert_eq!(tx.len(), MAX_PACKET);
+        let mut rx = vec![0u8; MAX_PACKET];
+        assert_eq!(l.recv_owned(&mut rx).unwrap(), Some(27));
+        assert_eq!(rx.as_ptr(), sent_ptr, "the same buffer came back");
+        assert_eq!(&rx[12..24], &[2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1]);
+        assert_eq!(rx[26], 0xbb);
+        assert_eq!(rx.len(), MAX_PACKET);
+        assert_eq!(l.recv_owned(&mut rx).unwrap(), None);
+        assert!(l.send_owned(&mut tx, MAX_PACKET + 1).is_err());
     }
 
     #[test]

@@ -227,7 +227,7 @@ impl QueuePair {
     fn tx_one(
         chain: &Chain,
         mem: &GuestMem,
-        buf: &mut [u8],
+        buf: &mut Vec<u8>,
         backend: &mut dyn Backend,
         cfg: &NetConfig,
         stats: &mut QueueStats,
@@ -262,11 +262,13 @@ impl QueuePair {
             drop(stats);
             return;
         }
-        match backend.send(pkt) {
+        let gso = hdr::is_gso(pkt);
+        // the back-end may take `buf` and leave another in its place
+        match backend.send_owned(buf, n) {
             Ok(()) => {
                 stats.packets += 1;
                 stats.bytes += (n - cfg.hdr_len) as u64;
-                if hdr::is_gso(pkt) {
+                if gso {
                     stats.gso_packets += 1;
                 }
             }
@@ -299,7 +301,7 @@ impl QueuePair {
                 break Status::More;
             }
             if self.rx_pending == 0 {
-                match self.backend.recv(&mut self.rx_buf) {
+                match self.backend.recv_owned(&mut self.rx_buf) {
                     Ok(None) => break Status::Idle,
                     Ok(Some(n)) if n < hl || n > self.rx_buf.len() => {
                         stats.dropped_runt += 1;

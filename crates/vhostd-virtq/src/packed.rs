@@ -430,16 +430,14 @@ impl PackedQueue {
     }
 }
 
-/// One 16-byte snapshot per descriptor (THREATS C5: no double fetch).
+/// One snapshot per descriptor, two 8-byte loads (THREATS C5: no double
+/// fetch; fields are only taken from the snapshot).
 fn read_desc(mem: &GuestMem, at: u64) -> Result<(u64, u32, u16, u16), QueueError> {
-    let mut raw = [0u8; 16];
-    mem.read(at, &mut raw)?;
-    let addr = u64::from_le_bytes([
-        raw[0], raw[1], raw[2], raw[3], raw[4], raw[5], raw[6], raw[7],
-    ]);
-    let len = u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]]);
-    let id = u16::from_le_bytes([raw[12], raw[13]]);
-    let flags = u16::from_le_bytes([raw[14], raw[15]]);
+    let addr = mem.read_u64(at)?;
+    let rest = mem.read_u64(at + 8)?;
+    let len = (rest & 0xffff_ffff) as u32;
+    let id = ((rest >> 32) & 0xffff) as u16;
+    let flags = (rest >> 48) as u16;
     Ok((addr, len, id, flags))
 }
 
