@@ -14,6 +14,7 @@ pub mod port;
 pub mod proto;
 pub mod quirks;
 pub mod ratelimit;
+pub mod seccomp;
 pub mod server;
 pub mod sys;
 pub mod worker;
@@ -91,6 +92,10 @@ pub struct Args {
     /// (default: the user's primary group).
     #[arg(long)]
     pub group: Option<String>,
+    /// System-call filter once set up: `kill` (default: anything unlisted
+    /// kills the daemon), `log` (allowed, logged by the kernel), `off`.
+    #[arg(long, default_value = "kill", value_parser = ["kill", "log", "off"])]
+    pub seccomp: String,
     /// Virtqueue index with high interrupt priority (repeatable): serviced
     /// first, never coalesced, its worker at a higher scheduling priority.
     #[arg(long = "high-priority-queue")]
@@ -249,6 +254,7 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
     }
     let spec: BackendSpec = args.backend.parse()?;
     let coalesce = parse_coalesce(&args.coalesce)?;
+    let seccomp_mode: seccomp::Mode = args.seccomp.parse().map_err(DaemonError::Arg)?;
     let ids = resolve_ids(args.user.as_deref(), args.group.as_deref())?;
     // Sockets are handed to the new user first, so it can still remove them
     // on exit (a sticky /tmp lets only the owner unlink).
@@ -262,6 +268,7 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
                 .map_err(|e| DaemonError::Socket("privilege drop".into(), e))?;
             log::info!("running as uid {uid} gid {gid}");
         }
+        seccomp::install(seccomp_mode).map_err(DaemonError::Arg)?;
         Ok(())
     };
     let sock_display = args

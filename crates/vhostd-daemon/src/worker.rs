@@ -138,6 +138,7 @@ impl WorkerHandle {
                 mode: WorkerMode::default(),
                 spin_until: None,
                 did_work: false,
+                sandboxed: false,
             };
             w.run();
         })?;
@@ -217,6 +218,8 @@ struct Worker {
     spin_until: Option<Instant>,
     /// The last pass moved something.
     did_work: bool,
+    /// The worker seccomp filter is on this thread.
+    sandboxed: bool,
 }
 
 fn policy(p: CoalescePolicy) -> Policy {
@@ -642,6 +645,12 @@ impl Worker {
     }
 
     fn start(&mut self, dir: Dir, ring: RingStart) -> Result<(), String> {
+        if !self.sandboxed {
+            // before the first guest byte is read (a no-op unless the
+            // daemon installed its filters)
+            crate::seccomp::enter_worker()?;
+            self.sandboxed = true;
+        }
         self.stop(dir);
         self.apply_settings();
         if *self.qp.config() != ring.cfg {

@@ -248,3 +248,91 @@ fn test_bin_unknown_user_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown user"));
 }
+
+/// `Seccomp:` (0 off, 2 filter) and `Seccomp_filters:` of one thread.
+fn thread_seccomp(pid: u32, tid: &str) -> (String, String) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap();
+    let f = |k: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    (f("Seccomp:"), f("Seccomp_filters:"))
+}
+
+/// Threads of `pid` by name: (tid, comm).
+fn threads(pid: u32) -> Vec<(String, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| {
+            let tid = e.ok()?.file_name().into_string().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            Some((tid, comm.trim().to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers() {
+    for (mode, want_main, want_worker) in [("kill", "1", "2"), ("log", "1", "2"), ("off", "0", "0")]
+    {
+        let d = tmpdir(&format!("seccomp-{mode}"));
+        let sock = d.join("v.sock");
+        let p = spawn(&[
+            "--socket-path",
+            sock.to_str().unwrap(),
+            "--backend",
+            "loopback",
+            "--queues",
+            "2",
+            "--seccomp",
+            mode,
+        ]);
+        assert!(wait_path(&sock));
+        let pid = p.0.id();
+        // traffic through both pairs: both workers started a ring
+        let mut g = FakeGuest::connect(
+            UnixStream::connect(&sock).unwrap(),
+            GuestOptions {
+                queue_pairs: 2,
+                ..Default::default()
+            },
+        );
+        for qp in 0..2 {
+            let f = eth_frame(100, qp as u32);
+            g.send(qp, &f);
+            assert_eq!(g.recv_n(qp, 1, T), vec![swapped(&f)], "{mode}");
+        }
+        let ts = threads(pid);
+        let mut workers = 0;
+        for (tid, comm) in &ts {
+            let (on, n) = thread_seccomp(pid, tid);
+            let want = if comm.starts_with("vhostd-port0-q") {
+                workers += 1;
+                want_worker
+            } else {
+                want_main
+            };
+            assert_eq!(n, want, "{mode}: thread {comm} has {n} filters");
+            assert_eq!(
+                on == "2",
+                want != "0",
+                "{mode}: thread {comm} Seccomp: {on}"
+            );
+        }
+        assert_eq!(workers, 2, "{mode}: threads {ts:?}");
+        // still serving after the filters: a second connection works
+        drop(g);
+        let mut g =
+            FakeGuest::connect(UnixStream::connect(&sock).unwrap(), GuestOptions::default());
+        let f = eth_frame(200, 9);
+        g.send(0, &f);
+        assert_eq!(
+            g.recv_n(0, 1, T),
+            vec![swapped(&f)],
+            "{mode}: after reconnect"
+        );
+    }
+}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# bench/profile.sh — where vhostd's cycles go on one benchmark path: perf
+# samples vhostd (on CPU 1) while dpdk-testpmd with net_virtio_user (CPU 0)
+# drives it, then prints the front-end's rate and perf's flat profile.
+#
+#   bench/profile.sh g2h|h2g|loop [SIZE] [VDEV_ARGS]
+#   e.g. bench/profile.sh loop 64 ",packed_vq=1"
+#
+# Needs root, dpdk-testpmd (dpdk-dev) and perf (linux-perf). vhostd runs
+# with --mode poll. The release profile keeps debug info, so symbols resolve.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+PATH_=${1:-loop}
+SIZE=${2:-64}
+VA=${3:-}
+SECS=${SECS:-3}
+VHOSTD=${VHOSTD:-target/release/vhostd}
+case $PATH_ in
+    g2h) BK=sink; CMDS="set fwd txonly\nset txpkts $SIZE\nstart\n"; RATE=Tx-pps ;;
+    h2g) BK=source:$SIZE; CMDS="set fwd rxonly\nstart\n"; RATE=Rx-pps ;;
+    loop) BK=loopback; CMDS="set fwd mac\nset txpkts $SIZE\nstart tx_first 32\n"; RATE=Rx-pps ;;
+    *) echo "usage: $0 g2h|h2g|loop [SIZE] [VDEV_ARGS]"; exit 1 ;;
+esac
+command -v perf >/dev/null || { echo "perf missing (apt install linux-perf)"; exit 1; }
+[ -x "$VHOSTD" ] || cargo build --release -q -p vhostd-daemon || exit 1
+W=$(mktemp -d /tmp/vhostd-profile.XXXXXX)
+PFX=vhostd-prof-$$
+cleanup() {
+    exec 3>&- 2>/dev/null
+    [ -n "${TPID:-}" ] && kill "$TPID" 2>/dev/null
+    [ -n "${VPID:-}" ] && kill "$VPID" 2>/dev/null
+    wait 2>/dev/null
+    rm -rf "/var/run/dpdk/$PFX"
+    [ -z "${KEEP:-}" ] && rm -rf "$W"
+}
+trap cleanup EXIT
+taskset -c 1 timeout 120 "$VHOSTD" --socket-path "$W/v.sock" --backend "$BK" --mode poll > "$W/vhostd.log" 2>&1 &
+VPID=$!
+for _ in $(seq 50); do [ -S "$W/v.sock" ] && break; sleep 0.1; done
+mkfifo "$W/in"
+timeout 120 dpdk-testpmd --lcores 0@0,1@0 --no-huge -m 1024 --no-pci --file-prefix="$PFX" \
+    --vdev "net_virtio_user0,path=$W/v.sock,queues=1$VA" -- -i --nb-cores=1 < "$W/in" > "$W/tp.log" 2>&1 &
+TPID=$!
+exec 3> "$W/in"
+for _ in $(seq 300); do grep -q 'testpmd> ' "$W/tp.log" && break; sleep 0.2; done
+printf "$CMDS" >&3
+sleep 2
+printf 'show port stats all\n' >&3
+perf record -g -p "$VPID" -o "$W/perf.data" -- sleep "$SECS" > /dev/null 2>&1
+printf 'show port stats all\n' >&3
+sleep 0.5
+echo "== $PATH_ $SIZE B${VA:+ ($VA)}: front-end $(grep "$RATE:" "$W/tp.log" | tail -1 | awk '{printf "%.2f Mpps", $2 / 1e6}')"
+perf report -i "$W/perf.data" --no-children --percent-limit 1 --stdio 2>/dev/null |
+    grep -E '^ +[0-9.]+%' | sed -E 's/ +[^ ]+ +[^ ]+ +\[\.\] / /; s/ +[^ ]+ +\[kernel[^]]*\] +\[k\] / [k] /'
