@@ -39,10 +39,12 @@ start_pair() {
     rm -f "$W/v.sock" "$W/in"
     taskset -c 1 timeout 120 "$VHOSTD" --socket-path "$W/v.sock" --backend loopback --mode "$mode" \
         > "$W/vhostd-$tag.log" 2>&1 &
-    VPID=$!; PIDS+=("$VPID")
+    local wpid=$!; PIDS+=("$wpid")
     for _ in $(seq 50); do [ -S "$W/v.sock" ] && break; sleep 0.1; done
+    # $! is timeout's pid; the CPU figures need vhostd's own
+    VPID=$(pgrep -n -P "$wpid" vhostd) || { echo "vhostd did not start"; return 1; }
     mkfifo "$W/in"
-    timeout 120 dpdk-testpmd --lcores 0@0,1@0 --no-huge -m 1024 --no-pci \
+    timeout 120 stdbuf -oL dpdk-testpmd --lcores 0@0,1@0 --no-huge -m 1024 --no-pci \
         --file-prefix="vhostd-modes-$$-$tag" --vdev "net_virtio_user0,path=$W/v.sock,queues=1" \
         -- -i --nb-cores=1 < "$W/in" > "$W/tp-$tag.log" 2>&1 &
     TPID=$!; PIDS+=("$TPID")

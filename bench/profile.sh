@@ -35,10 +35,12 @@ cleanup() {
 }
 trap cleanup EXIT
 taskset -c 1 timeout 120 "$VHOSTD" --socket-path "$W/v.sock" --backend "$BK" --mode poll > "$W/vhostd.log" 2>&1 &
-VPID=$!
+WPID=$!
 for _ in $(seq 50); do [ -S "$W/v.sock" ] && break; sleep 0.1; done
+# $! is timeout's pid; perf wants vhostd's own
+VPID=$(pgrep -n -P "$WPID" vhostd) || { echo "vhostd did not start"; cat "$W/vhostd.log"; exit 1; }
 mkfifo "$W/in"
-timeout 120 dpdk-testpmd --lcores 0@0,1@0 --no-huge -m 1024 --no-pci --file-prefix="$PFX" \
+timeout 120 stdbuf -oL dpdk-testpmd --lcores 0@0,1@0 --no-huge -m 1024 --no-pci --file-prefix="$PFX" \
     --vdev "net_virtio_user0,path=$W/v.sock,queues=1$VA" -- -i --nb-cores=1 < "$W/in" > "$W/tp.log" 2>&1 &
 TPID=$!
 exec 3> "$W/in"

@@ -75,6 +75,9 @@ pub struct PackedQueue {
     batch: Option<Batch>,
     signalled: u32,
     signalled_valid: bool,
+    /// The device event structure as we last wrote it (off_wrap, flags):
+    /// rewritten only on change (see the split ring's note).
+    event_written: Option<(u16, u16)>,
 }
 
 impl PackedQueue {
@@ -130,6 +133,7 @@ impl PackedQueue {
             batch: None,
             signalled: used,
             signalled_valid: false,
+            event_written: None,
         })
     }
 
@@ -409,12 +413,17 @@ impl PackedQueue {
     /// true if that descriptor became available meanwhile.
     pub fn enable_notification(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {
         if self.event_idx {
-            let mut ev = [0u8; 4];
-            ev[..2].copy_from_slice(&self.encode(self.seen).to_le_bytes());
-            ev[2..].copy_from_slice(&RING_EVENT_FLAGS_DESC.to_le_bytes());
-            mem.write(self.device, &ev)?;
-        } else {
+            let want = (self.encode(self.seen), RING_EVENT_FLAGS_DESC);
+            if self.event_written != Some(want) {
+                let mut ev = [0u8; 4];
+                ev[..2].copy_from_slice(&want.0.to_le_bytes());
+                ev[2..].copy_from_slice(&want.1.to_le_bytes());
+                mem.write(self.device, &ev)?;
+                self.event_written = Some(want);
+            }
+        } else if self.event_written.map(|e| e.1) != Some(RING_EVENT_FLAGS_ENABLE) {
             mem.store_u16(self.device + 2, RING_EVENT_FLAGS_ENABLE, Ordering::Relaxed)?;
+            self.event_written = Some((0, RING_EVENT_FLAGS_ENABLE));
         }
         fence(Ordering::SeqCst);
         self.is_avail(mem, self.seen)
@@ -423,8 +432,9 @@ impl PackedQueue {
     /// Tells the driver kicks are not needed. With EVENT_IDX nothing is
     /// written: the event offset stays behind, the driver kicks at most once.
     pub fn disable_notification(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
-        if !self.event_idx {
+        if !self.event_idx && self.event_written.map(|e| e.1) != Some(RING_EVENT_FLAGS_DISABLE) {
             mem.store_u16(self.device + 2, RING_EVENT_FLAGS_DISABLE, Ordering::Relaxed)?;
+            self.event_written = Some((0, RING_EVENT_FLAGS_DISABLE));
         }
         Ok(())
     }

@@ -68,6 +68,11 @@ pub struct SplitQueue {
     /// used.idx value at the last notification decision.
     signalled_used: Wrapping<u16>,
     signalled_valid: bool,
+    /// What we last wrote to used.flags / avail_event (None: nothing yet).
+    /// Writing only on change keeps a polling device off the cache line the
+    /// driver reads used.idx from (one store per pass was a contention
+    /// point with DPDK's virtio-user, which has no EVENT_IDX).
+    notify_written: Option<u16>,
 }
 
 impl SplitQueue {
@@ -112,6 +117,7 @@ impl SplitQueue {
             next_used: Wrapping(used_idx),
             signalled_used: Wrapping(used_idx),
             signalled_valid: false,
+            notify_written: None,
         })
     }
 
@@ -355,14 +361,15 @@ impl SplitQueue {
     /// found insufficient (THREATS C3, CVE-2026-74356).
     pub fn enable_notification(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {
         let seen = self.avail_shadow;
-        if self.event_idx {
-            mem.store_u16(
-                self.used + 4 + 8 * u64::from(self.size),
-                seen.0,
-                Ordering::Relaxed,
-            )?;
-        } else {
-            mem.store_u16(self.used, 0, Ordering::Relaxed)?;
+        let want = if self.event_idx { seen.0 } else { 0 };
+        if self.notify_written != Some(want) {
+            let at = if self.event_idx {
+                self.used + 4 + 8 * u64::from(self.size)
+            } else {
+                self.used
+            };
+            mem.store_u16(at, want, Ordering::Relaxed)?;
+            self.notify_written = Some(want);
         }
         // The store above must be visible before we re-read avail.idx.
         fence(Ordering::SeqCst);
@@ -373,8 +380,9 @@ impl SplitQueue {
     /// With EVENT_IDX nothing is written: avail_event stays behind, so the
     /// driver kicks at most once more.
     pub fn disable_notification(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
-        if !self.event_idx {
+        if !self.event_idx && self.notify_written != Some(VRING_USED_F_NO_NOTIFY) {
             mem.store_u16(self.used, VRING_USED_F_NO_NOTIFY, Ordering::Relaxed)?;
+            self.notify_written = Some(VRING_USED_F_NO_NOTIFY);
         }
         Ok(())
     }
