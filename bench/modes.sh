@@ -11,7 +11,8 @@
 # the adaptive/poll ratio per pair.
 # Idle: the same set-up with the port started but nothing forwarded; after 1 s,
 # vhostd's CPU time over IDLE_SECS from /proc/PID/stat (utime + stime).
-# Figures only: it never fails on a number. Needs root and dpdk-testpmd.
+# Figures only: it fails only when a run moved no traffic at all. Needs root
+# and dpdk-testpmd.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 PAIRS=${PAIRS:-3}
@@ -27,7 +28,8 @@ PIDS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
     wait 2>/dev/null
-    rm -rf /var/run/dpdk/vhostd-modes-$$-* "$W"
+    rm -rf /var/run/dpdk/vhostd-modes-$$-*
+    [ -z "${KEEPW:-}" ] && rm -rf "$W"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -77,6 +79,9 @@ for p in $(seq "$PAIRS"); do
         r=$(rate "$mode$p")
         stop_pair
         if [ "$mode" = poll ]; then POLL+=("$r"); else ADAP+=("$r"); fi
+    done
+    for r in "${POLL[-1]}" "${ADAP[-1]}"; do
+        awk -v r="$r" 'BEGIN {exit !(r > 0)}' || { echo "FAIL: no traffic in pair $p (poll ${POLL[-1]}, adaptive ${ADAP[-1]} Mpps): see $W"; KEEPW=1; exit 1; }
     done
     RATIOS+=("$(awk -v a="${ADAP[-1]}" -v b="${POLL[-1]}" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}')")
     echo "pair $p: poll ${POLL[-1]} Mpps, adaptive ${ADAP[-1]} Mpps, adaptive/poll ${RATIOS[-1]}"
