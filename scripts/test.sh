@@ -48,6 +48,7 @@ run "qemu guest packed ring" env PACKED=1 bash tests/qemu-guest.sh 1 16
 run "qemu 10 guest packed ring, 2 queue pairs, MSI-X" env QEMU_FLAVOR=backports PACKED=1 bash tests/qemu-guest.sh 2 16
 run "qemu 10 guest interrupts with and without coalescing" bash tests/qemu-coalesce.sh 16
 run "fuzz smoke (20 s per target)" bash scripts/fuzz.sh 20
+run "valgrind memcheck of the memory and ring crates' tests" bash scripts/valgrind.sh
 run "benchmark smoke (figures only, never pass/fail on numbers)" bash -c \
   "target/debug/vhostd-bench exits --secs 0.2 --pings 200 && target/debug/vhostd-bench priority --pings 200 && target/debug/vhostd-bench isolation --secs 0.3"
 # The side-by-side harness and the mode comparison run end to end (every
