@@ -153,7 +153,20 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
             return Err(err(std::io::Error::from(std::io::ErrorKind::AlreadyExists)));
         }
     }
-    UnixListener::bind(path).map_err(err)
+    // Bind and listen under a temporary name, then rename into place: the
+    // path appears only once connections are accepted (a front-end that
+    // connects as soon as it sees the file would otherwise race bind and
+    // listen and get ECONNREFUSED).
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let l = UnixListener::bind(&tmp).map_err(err)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(err(e));
+    }
+    Ok(l)
 }
 
 /// Opens the back-ends and spawns one worker per queue pair.
