@@ -7,32 +7,13 @@
 //! found was exactly that, in an earlier memory-based oracle).
 #![no_main]
 
-use std::sync::OnceLock;
+#[path = "ring_common.rs"]
+mod ring_common;
 
 use libfuzzer_sys::fuzz_target;
-use vhostd_api::QueueStats;
-use vhostd_backend::Loopback;
-use vhostd_net::{NetConfig, QueuePair, Status};
-use vhostd_testkit::TestMemory;
+use ring_common::{fill_buffers, mem, run, Input, BASE};
+use vhostd_net::NetConfig;
 use vhostd_virtq::{Queue, QueueConfig};
-
-const BASE: u64 = 0x10_0000;
-const MEM: u64 = 1 << 20;
-
-fn mem() -> &'static TestMemory {
-    static M: OnceLock<TestMemory> = OnceLock::new();
-    M.get_or_init(|| TestMemory::new(MEM))
-}
-
-struct Input<'a>(&'a [u8]);
-impl Input<'_> {
-    fn take(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        a
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     let m = mem();
@@ -56,11 +37,7 @@ fuzz_target!(|data: &[u8]| {
         let a = inp.take((6 + 2 * n) as usize).to_vec();
         g.write(avail, &a).unwrap();
     }
-    // the rest: buffer contents the descriptors may point at
-    // every input starts from the same memory: no state from earlier inputs
-    g.write(BASE + 0x20000, &[0u8; 4096]).unwrap();
-    let rest = inp.take(4096).to_vec();
-    g.write(BASE + 0x20000, &rest).unwrap();
+    fill_buffers(g, &mut inp);
     let qcfg = |r: u64| QueueConfig {
         size,
         desc: r,
@@ -71,27 +48,8 @@ fuzz_target!(|data: &[u8]| {
         indirect: cfg.indirect,
         ..Default::default()
     };
-    let mut qp = QueuePair::new(Box::new(Loopback::new()));
-    qp.configure(cfg).unwrap();
     let (Ok(tx), Ok(rx)) = (Queue::new(qcfg(rings[0]), g), Queue::new(qcfg(rings[1]), g)) else {
         return;
     };
-    qp.set_tx(Some(tx));
-    qp.set_rx(Some(rx));
-    let mut st = QueueStats::default();
-    for _ in 0..4 {
-        match qp.process_tx(g, &mut st) {
-            Ok(out) if out.status == Status::Idle => {
-                // The device's own counters, not guest memory: the guest may
-                // point RX buffers at its own rings and overwrite used.idx.
-                let q = qp.tx().unwrap();
-                assert_eq!(q.next_used(), q.next_avail(), "a TX chain taken but not completed exactly once");
-            }
-            Ok(_) => {}
-            Err(_) => break,
-        }
-        if qp.process_rx(g, &mut st).is_err() {
-            break;
-        }
-    }
+    run(g, cfg, tx, rx);
 });

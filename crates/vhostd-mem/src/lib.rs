@@ -16,7 +16,7 @@
 //! file behind the fd are all rejected before anything is mapped.
 #![deny(unsafe_code)] // `sys` (one prefetch hint) is the exception
 #![warn(missing_docs)]
-#![deny(clippy::indexing_slicing)]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 mod sys;
 
@@ -113,6 +113,20 @@ pub struct GuestMem {
     mem: GuestMemoryMmap,
 }
 
+impl Region {
+    /// End of the region in guest-physical space. `gpa + size` was checked
+    /// not to overflow when the region was mapped; saturating keeps that
+    /// explicit.
+    fn gpa_end(&self) -> u64 {
+        self.gpa.saturating_add(self.size)
+    }
+
+    /// End of the region in the front-end's address space (checked likewise).
+    fn va_end(&self) -> u64 {
+        self.user_addr.saturating_add(self.size)
+    }
+}
+
 fn checked_end(start: u64, len: u64) -> Option<u64> {
     start.checked_add(len)
 }
@@ -159,7 +173,9 @@ impl GuestMem {
     /// A new memory with one region added (`ADD_MEM_REG`); `self` is unchanged.
     pub fn with_region(&self, spec: RegionSpec) -> Result<Self, MemError> {
         if self.regions.len() >= MAX_REGIONS {
-            return Err(MemError::TooManyRegions(self.regions.len() + 1));
+            return Err(MemError::TooManyRegions(
+                self.regions.len().saturating_add(1),
+            ));
         }
         let mut regions: Vec<Region> = self.regions.iter().map(Region::share).collect();
         regions.push(Self::map_region(self.regions.len(), spec)?);
@@ -223,10 +239,9 @@ impl GuestMem {
         // Overlap in either address space is refused (THREATS C10): a VA
         // overlap would make ring translation ambiguous.
         for (i, a) in regions.iter().enumerate() {
-            for (j, b) in regions.iter().enumerate().skip(i + 1) {
-                let gpa_overlap = a.gpa < b.gpa + b.size && b.gpa < a.gpa + a.size;
-                let va_overlap =
-                    a.user_addr < b.user_addr + b.size && b.user_addr < a.user_addr + a.size;
+            for (j, b) in regions.iter().enumerate().skip(i.saturating_add(1)) {
+                let gpa_overlap = a.gpa < b.gpa_end() && b.gpa < a.gpa_end();
+                let va_overlap = a.user_addr < b.va_end() && b.user_addr < a.va_end();
                 if gpa_overlap || va_overlap {
                     return Err(MemError::Overlap(i, j));
                 }
@@ -256,8 +271,8 @@ impl GuestMem {
         let end = checked_end(va, len).ok_or(MemError::BadVirtualAddress(va, len))?;
         self.regions
             .iter()
-            .find(|r| va >= r.user_addr && end <= r.user_addr + r.size)
-            .map(|r| r.gpa + (va - r.user_addr))
+            .find(|r| va >= r.user_addr && end <= r.va_end())
+            .map(|r| r.gpa.saturating_add(va.saturating_sub(r.user_addr)))
             .ok_or(MemError::BadVirtualAddress(va, len))
     }
 
@@ -275,7 +290,7 @@ impl GuestMem {
                 .binary_search_by(|r| {
                     if cur < r.gpa {
                         std::cmp::Ordering::Greater
-                    } else if cur - r.gpa >= r.size {
+                    } else if cur.saturating_sub(r.gpa) >= r.size {
                         std::cmp::Ordering::Less
                     } else {
                         std::cmp::Ordering::Equal
@@ -283,7 +298,7 @@ impl GuestMem {
                 })
                 .map_err(|_| oob())?;
             let r = self.regions.get(i).ok_or_else(oob)?;
-            cur = r.gpa + r.size;
+            cur = r.gpa_end();
         }
         Ok(())
     }

@@ -91,24 +91,33 @@ fn frame(len: usize, seed: u8) -> Vec<u8> {
     f
 }
 
-fn rx_frames(r: &mut Rig) -> Vec<Vec<u8>> {
-    let used = r.rx.used();
+/// Frames the driver received: `used` entries joined by num_buffers.
+fn frames(
+    used: Vec<(u16, u32)>,
+    mrg: bool,
+    mut take: impl FnMut(u16, u32) -> Vec<u8>,
+) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut it = used.into_iter();
     while let Some((id, len)) = it.next() {
-        let mut d = r.rx.take_rx(id, len);
-        let n = if r.cfg.mrg_rxbuf {
+        let mut d = take(id, len);
+        let n = if mrg {
             u16::from_le_bytes([d[10], d[11]])
         } else {
             1
         };
         for _ in 1..n {
             let (id2, len2) = it.next().expect("num_buffers promised more");
-            d.extend(r.rx.take_rx(id2, len2));
+            d.extend(take(id2, len2));
         }
         out.push(d);
     }
     out
+}
+
+fn rx_frames(r: &mut Rig) -> Vec<Vec<u8>> {
+    let used = r.rx.used();
+    frames(used, r.cfg.mrg_rxbuf, |id, len| r.rx.take_rx(id, len))
 }
 
 #[test]
@@ -442,22 +451,7 @@ fn prig(features: u64, backend: Box<dyn Backend>, size: u16, buf: u32) -> PRig {
 
 fn prx_frames(r: &mut PRig) -> Vec<Vec<u8>> {
     let used = r.rx.used();
-    let mut out = Vec::new();
-    let mut it = used.into_iter();
-    while let Some((id, len)) = it.next() {
-        let mut d = r.rx.take_rx(id, len);
-        let n = if r.cfg.mrg_rxbuf {
-            u16::from_le_bytes([d[10], d[11]])
-        } else {
-            1
-        };
-        for _ in 1..n {
-            let (id2, len2) = it.next().expect("num_buffers promised more");
-            d.extend(r.rx.take_rx(id2, len2));
-        }
-        out.push(d);
-    }
-    out
+    frames(used, r.cfg.mrg_rxbuf, |id, len| r.rx.take_rx(id, len))
 }
 
 #[test]

@@ -140,16 +140,16 @@ impl Chain {
         let mut src = data;
         let mut at = offset;
         for s in self.segs.iter().filter(|s| s.writable) {
-            let seg_end = pos + s.len as usize;
+            let seg_end = pos.saturating_add(s.len as usize);
             if at < seg_end && !src.is_empty() {
-                let skip = at - pos;
-                let n = (s.len as usize - skip).min(src.len());
+                let skip = at.saturating_sub(pos);
+                let n = (s.len as usize).saturating_sub(skip).min(src.len());
                 let (now, rest) = src.split_at(n);
-                if mem.write(s.addr + skip as u64, now).is_err() {
+                if mem.write(s.addr.wrapping_add(skip as u64), now).is_err() {
                     return false;
                 }
                 src = rest;
-                at += n;
+                at = at.saturating_add(n);
             }
             pos = seg_end;
             if src.is_empty() {

@@ -20,7 +20,7 @@
 //! indices are impossible yields a [`QueueError`] and must be stopped.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-#![deny(clippy::indexing_slicing)]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 mod chain;
 mod packed;

@@ -23,7 +23,7 @@ use std::sync::atomic::{fence, Ordering};
 use vhostd_mem::GuestMem;
 
 use crate::chain::{Chain, ChainError, Segment};
-use crate::split::QueueConfig;
+use crate::split::{at, elem, QueueConfig};
 use crate::{QueueError, MAX_INDIRECT_DESCS, VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT};
 use crate::{MAX_QUEUE_SIZE, VRING_DESC_F_WRITE};
 
@@ -95,7 +95,7 @@ impl PackedQueue {
             ("driver", cfg.avail, 4, 4),
             ("device", cfg.used, 4, 4),
         ] {
-            if addr % align != 0 {
+            if !addr.is_multiple_of(align) {
                 return Err(QueueError::Misaligned(name, addr));
             }
             mem.check_range(addr, len)
@@ -109,7 +109,7 @@ impl PackedQueue {
             Ok(if v & WRAP_BIT != 0 {
                 u32::from(idx)
             } else {
-                u32::from(idx) + u32::from(size)
+                u32::from(idx).saturating_add(u32::from(size))
             })
         };
         // low half: next avail; high half: next used. DPDK's virtio-user
@@ -147,16 +147,19 @@ impl PackedQueue {
     }
 
     fn advance(&self, c: u32, n: u32) -> u32 {
-        c.wrapping_add(n) % self.wrap_len()
+        c.wrapping_add(n).checked_rem(self.wrap_len()).unwrap_or(0)
     }
 
     /// Steps from `a` forward to `b`.
     fn dist(&self, a: u32, b: u32) -> u32 {
-        b.wrapping_add(self.wrap_len()).wrapping_sub(a) % self.wrap_len()
+        b.wrapping_add(self.wrap_len())
+            .wrapping_sub(a)
+            .checked_rem(self.wrap_len())
+            .unwrap_or(0)
     }
 
     fn slot(&self, c: u32) -> u16 {
-        u16::try_from(c % u32::from(self.size)).unwrap_or(0)
+        u16::try_from(c.checked_rem(u32::from(self.size)).unwrap_or(0)).unwrap_or(0)
     }
 
     fn wrap(&self, c: u32) -> bool {
@@ -185,13 +188,13 @@ impl PackedQueue {
     }
 
     fn desc_addr(&self, slot: u16) -> u64 {
-        self.desc + DESC_SIZE * u64::from(slot)
+        at(self.desc, elem(0, DESC_SIZE, u64::from(slot)))
     }
 
     /// Whether the descriptor at position `c` is available (acquire: its
     /// contents, written before its flags, are visible after this).
     fn is_avail(&self, mem: &GuestMem, c: u32) -> Result<bool, QueueError> {
-        let flags = mem.load_u16(self.desc_addr(self.slot(c)) + 14, Ordering::Acquire)?;
+        let flags = mem.load_u16(at(self.desc_addr(self.slot(c)), 14), Ordering::Acquire)?;
         let avail = flags & VRING_PACKED_DESC_F_AVAIL != 0;
         let used = flags & VRING_PACKED_DESC_F_USED != 0;
         let w = self.wrap(c);
@@ -221,7 +224,7 @@ impl PackedQueue {
             if descs >= self.size {
                 return Err(QueueError::ChainLoop(self.slot(self.avail)));
             }
-            descs += 1;
+            descs = descs.saturating_add(1);
             let (addr, len, id, flags) = read_desc(mem, self.desc_addr(self.slot(c)))?;
             // Buffer ID is in the last descriptor of the chain (§2.8.6).
             chain.head = id;
@@ -277,7 +280,7 @@ impl PackedQueue {
             .map_err(|_| ChainError::AddressOutOfRange(addr, len))?;
         // The table is read whole, in order; only WRITE counts in it (§2.8.7).
         for i in 0..u64::from(n) {
-            let (a, l, _, f) = read_desc(mem, addr + DESC_SIZE * i)
+            let (a, l, _, f) = read_desc(mem, at(addr, elem(0, DESC_SIZE, i)))
                 .map_err(|_| ChainError::AddressOutOfRange(addr, len))?;
             if f & VRING_DESC_F_INDIRECT != 0 {
                 return Err(ChainError::NestedIndirect);
@@ -305,8 +308,8 @@ impl PackedQueue {
         let mut e = [0u8; 6];
         e[..4].copy_from_slice(&len.to_le_bytes());
         e[4..].copy_from_slice(&id.to_le_bytes());
-        let at = self.desc_addr(slot);
-        mem.write(at + 8, &e)?;
+        let d = self.desc_addr(slot);
+        mem.write(at(d, 8), &e)?;
         let mut flags = if self.wrap(c) {
             VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED
         } else {
@@ -318,7 +321,7 @@ impl PackedQueue {
         if self.first.is_none() {
             self.first = Some((slot, flags));
         } else {
-            mem.store_u16(at + 14, flags, Ordering::Relaxed)?;
+            mem.store_u16(at(d, 14), flags, Ordering::Relaxed)?;
         }
         Ok(())
     }
@@ -341,10 +344,10 @@ impl PackedQueue {
         descs: u16,
         len: u32,
     ) -> Result<(), QueueError> {
-        let at = self.used;
-        self.used = self.advance(at, u32::from(descs.max(1)));
+        let pos = self.used;
+        self.used = self.advance(pos, u32::from(descs.max(1)));
         self.flush_batch(mem)?;
-        self.write_used(mem, at, id, len)
+        self.write_used(mem, pos, id, len)
     }
 
     /// Completes a chain the device only read (TX: nothing written). With
@@ -354,11 +357,11 @@ impl PackedQueue {
         if !self.in_order {
             return self.add_used(mem, id, descs, 0);
         }
-        let at = self.used;
-        self.used = self.advance(at, u32::from(descs.max(1)));
+        let pos = self.used;
+        self.used = self.advance(pos, u32::from(descs.max(1)));
         match self.batch.as_mut() {
             Some(b) => b.id = id,
-            None => self.batch = Some(Batch { start: at, id }),
+            None => self.batch = Some(Batch { start: pos, id }),
         }
         Ok(())
     }
@@ -368,7 +371,7 @@ impl PackedQueue {
     pub fn publish_used(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
         self.flush_batch(mem)?;
         if let Some((slot, flags)) = self.first.take() {
-            mem.store_u16(self.desc_addr(slot) + 14, flags, Ordering::Release)?;
+            mem.store_u16(at(self.desc_addr(slot), 14), flags, Ordering::Release)?;
         }
         Ok(())
     }
@@ -397,7 +400,7 @@ impl PackedQueue {
                 let event = if off_wrap & WRAP_BIT != 0 {
                     u32::from(off)
                 } else {
-                    u32::from(off) + u32::from(self.size)
+                    u32::from(off).saturating_add(u32::from(self.size))
                 };
                 // notify if the event slot was written in [old, new)
                 Ok(self.dist(old, event) < self.dist(old, new))
@@ -422,7 +425,11 @@ impl PackedQueue {
                 self.event_written = Some(want);
             }
         } else if self.event_written.map(|e| e.1) != Some(RING_EVENT_FLAGS_ENABLE) {
-            mem.store_u16(self.device + 2, RING_EVENT_FLAGS_ENABLE, Ordering::Relaxed)?;
+            mem.store_u16(
+                at(self.device, 2),
+                RING_EVENT_FLAGS_ENABLE,
+                Ordering::Relaxed,
+            )?;
             self.event_written = Some((0, RING_EVENT_FLAGS_ENABLE));
         }
         fence(Ordering::SeqCst);
@@ -433,7 +440,11 @@ impl PackedQueue {
     /// written: the event offset stays behind, the driver kicks at most once.
     pub fn disable_notification(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
         if !self.event_idx && self.event_written.map(|e| e.1) != Some(RING_EVENT_FLAGS_DISABLE) {
-            mem.store_u16(self.device + 2, RING_EVENT_FLAGS_DISABLE, Ordering::Relaxed)?;
+            mem.store_u16(
+                at(self.device, 2),
+                RING_EVENT_FLAGS_DISABLE,
+                Ordering::Relaxed,
+            )?;
             self.event_written = Some((0, RING_EVENT_FLAGS_DISABLE));
         }
         Ok(())
@@ -442,9 +453,9 @@ impl PackedQueue {
 
 /// One snapshot per descriptor, two 8-byte loads (THREATS C5: no double
 /// fetch; fields are only taken from the snapshot).
-fn read_desc(mem: &GuestMem, at: u64) -> Result<(u64, u32, u16, u16), QueueError> {
-    let addr = mem.read_u64(at)?;
-    let rest = mem.read_u64(at + 8)?;
+fn read_desc(mem: &GuestMem, d: u64) -> Result<(u64, u32, u16, u16), QueueError> {
+    let addr = mem.read_u64(d)?;
+    let rest = mem.read_u64(at(d, 8))?;
     let len = (rest & 0xffff_ffff) as u32;
     let id = ((rest >> 32) & 0xffff) as u16;
     let flags = (rest >> 48) as u16;

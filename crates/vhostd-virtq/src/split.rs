@@ -19,6 +19,22 @@ use crate::{
 
 const DESC_SIZE: u64 = 16;
 
+/// `base + off` for ring addresses. Bases were checked to hold the whole
+/// ring (`check_range`) and offsets are below the ring size, so this never
+/// wraps; wrapping (not `+`) keeps "no panic" explicit, and a wrapped
+/// address would fail guest memory's own bounds check anyway.
+#[inline]
+pub(crate) fn at(base: u64, off: u64) -> u64 {
+    base.wrapping_add(off)
+}
+
+/// Offset of element `i` of `size`-byte elements after a `head`-byte
+/// header (`i` is below the queue size: no wrap).
+#[inline]
+pub(crate) fn elem(head: u64, size: u64, i: u64) -> u64 {
+    size.wrapping_mul(i).wrapping_add(head)
+}
+
 /// Where a split ring lives and how it was negotiated.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct QueueConfig {
@@ -47,7 +63,11 @@ pub struct QueueConfig {
 /// Ring sizes in bytes for queue size `n`: (desc, avail, used).
 pub fn ring_sizes(n: u16) -> (u64, u64, u64) {
     let n = u64::from(n);
-    (DESC_SIZE * n, 6 + 2 * n, 6 + 8 * n)
+    (
+        DESC_SIZE.saturating_mul(n),
+        n.saturating_mul(2).saturating_add(6),
+        n.saturating_mul(8).saturating_add(6),
+    )
 }
 
 /// Device side of one split virtqueue. All indices are free-running `u16`s.
@@ -90,7 +110,7 @@ impl SplitQueue {
             ("avail", cfg.avail, 2),
             ("used", cfg.used, 4),
         ] {
-            if addr % align != 0 {
+            if !addr.is_multiple_of(align) {
                 return Err(QueueError::Misaligned(name, addr));
             }
         }
@@ -104,7 +124,7 @@ impl SplitQueue {
                 .map_err(|_| QueueError::RingNotMapped(name, addr))?;
         }
         let base = u16::try_from(cfg.base).map_err(|_| QueueError::BadBase(cfg.base))?;
-        let used_idx = mem.load_u16(cfg.used + 2, Ordering::Acquire)?;
+        let used_idx = mem.load_u16(at(cfg.used, 2), Ordering::Acquire)?;
         Ok(SplitQueue {
             size,
             desc: cfg.desc,
@@ -133,7 +153,7 @@ impl SplitQueue {
 
     /// used.idx as it is in guest memory now (diagnostics).
     pub fn used_idx_in_memory(&self, mem: &GuestMem) -> Result<u16, QueueError> {
-        Ok(mem.load_u16(self.used + 2, Ordering::Acquire)?)
+        Ok(mem.load_u16(at(self.used, 2), Ordering::Acquire)?)
     }
 
     /// Next used index (not yet published entries included).
@@ -144,7 +164,7 @@ impl SplitQueue {
     /// Reads avail.idx (acquire: ring entries and descriptors written before
     /// it are visible after it) and checks it (THREATS C3).
     fn refresh_avail(&mut self, mem: &GuestMem) -> Result<Wrapping<u16>, QueueError> {
-        let idx = Wrapping(mem.load_u16(self.avail + 2, Ordering::Acquire)?);
+        let idx = Wrapping(mem.load_u16(at(self.avail, 2), Ordering::Acquire)?);
         if (idx - self.next_avail).0 > self.size {
             return Err(QueueError::AvailIdxJump {
                 avail: idx.0,
@@ -169,8 +189,8 @@ impl SplitQueue {
         if self.next_avail == self.avail_shadow && self.refresh_avail(mem)? == self.next_avail {
             return Ok(false);
         }
-        let slot = u64::from(self.next_avail.0 % self.size);
-        let head = mem.read_u16(self.avail + 4 + 2 * slot)?;
+        let slot = u64::from(self.next_avail.0.checked_rem(self.size).unwrap_or(0));
+        let head = mem.read_u16(at(self.avail, elem(4, 2, slot)))?;
         if head >= self.size {
             return Err(QueueError::InvalidHead(head));
         }
@@ -215,9 +235,9 @@ impl SplitQueue {
         // One snapshot per descriptor, two 8-byte loads (the table is
         // 16-aligned; an indirect table may not be, then it is a copy);
         // fields are only taken from it (THREATS C5: no double fetch).
-        let at = table + DESC_SIZE * u64::from(idx);
-        let addr = mem.read_u64(at)?;
-        let rest = mem.read_u64(at + 8)?;
+        let d = at(table, elem(0, DESC_SIZE, u64::from(idx)));
+        let addr = mem.read_u64(d)?;
+        let rest = mem.read_u64(at(d, 8))?;
         let len = (rest & 0xffff_ffff) as u32;
         let flags = ((rest >> 32) & 0xffff) as u16;
         let next = (rest >> 48) as u16;
@@ -241,7 +261,7 @@ impl SplitQueue {
                     Walk::Fatal(QueueError::ChainLoop(chain.head))
                 });
             }
-            budget -= 1;
+            budget = budget.saturating_sub(1);
             let (addr, len, flags, next) = Self::read_desc(mem, table, idx).map_err(Walk::Fatal)?;
             if flags & VRING_DESC_F_INDIRECT != 0 {
                 if in_indirect {
@@ -311,10 +331,10 @@ impl SplitQueue {
     /// Writes one used entry (not yet visible to the driver: see
     /// [`SplitQueue::publish_used`]).
     pub fn add_used(&mut self, mem: &GuestMem, head: u16, len: u32) -> Result<(), QueueError> {
-        let slot = u64::from(self.next_used.0 % self.size);
+        let slot = u64::from(self.next_used.0.checked_rem(self.size).unwrap_or(0));
         // {id: le32, len: le32}: one 8-byte store when the ring allows it
         mem.write_u64(
-            self.used + 4 + 8 * slot,
+            at(self.used, elem(4, 8, slot)),
             u64::from(head) | (u64::from(len) << 32),
         )?;
         self.next_used += Wrapping(1);
@@ -324,7 +344,7 @@ impl SplitQueue {
     /// Makes all used entries written so far visible: one release store of
     /// used.idx per burst (entries are ordered before the index).
     pub fn publish_used(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
-        mem.store_u16(self.used + 2, self.next_used.0, Ordering::Release)?;
+        mem.store_u16(at(self.used, 2), self.next_used.0, Ordering::Release)?;
         Ok(())
     }
 
@@ -341,7 +361,8 @@ impl SplitQueue {
         self.signalled_used = new;
         self.signalled_valid = true;
         if self.event_idx {
-            let used_event = Wrapping(mem.read_u16(self.avail + 4 + 2 * u64::from(self.size))?);
+            let used_event =
+                Wrapping(mem.read_u16(at(self.avail, elem(4, 2, u64::from(self.size))))?);
             // vring_need_event(): notify if used_event is in (old, new].
             Ok(!valid || (new - used_event - Wrapping(1)) < (new - old))
         } else {
@@ -364,7 +385,7 @@ impl SplitQueue {
         let want = if self.event_idx { seen.0 } else { 0 };
         if self.notify_written != Some(want) {
             let at = if self.event_idx {
-                self.used + 4 + 8 * u64::from(self.size)
+                at(self.used, elem(4, 8, u64::from(self.size)))
             } else {
                 self.used
             };
