@@ -161,7 +161,11 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, DaemonError> {
     tmp.push(format!(".{}.tmp", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
-    let l = UnixListener::bind(&tmp).map_err(err)?;
+    let l = match UnixListener::bind(&tmp) {
+        Ok(l) => l,
+        // e.g. the longer name passes sun_path's 108 bytes: bind in place
+        Err(_) => return UnixListener::bind(path).map_err(err),
+    };
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(err(e));
@@ -338,4 +342,43 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn test_bind_socket_listens_before_the_path_appears_and_takes_long_paths() {
+        let dir = std::env::temp_dir().join(format!("vhostd-bind-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let short = dir.join("s.sock");
+        let l = bind_socket(&short).unwrap();
+        // connectable at once, no temporary name left behind
+        let _c = UnixStream::connect(&short).unwrap();
+        assert!(l.accept().is_ok());
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // a path that fits sun_path (107 bytes) but not with the temporary
+        // suffix is bound in place
+        let base = dir.as_os_str().len() + 1;
+        let long = dir.join("x".repeat(107 - base));
+        assert_eq!(long.as_os_str().len(), 107);
+        let l2 = bind_socket(&long).unwrap();
+        let _c2 = UnixStream::connect(&long).unwrap();
+        assert!(l2.accept().is_ok());
+        // rebinding over a stale socket works; a regular file is refused
+        drop(l);
+        assert!(bind_socket(&short).is_ok());
+        let file = dir.join("f");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(bind_socket(&file).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
