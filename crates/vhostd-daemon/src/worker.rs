@@ -282,7 +282,7 @@ impl Worker {
             // The clock is read once per look at epoll while busy (the vDSO
             // call was 4-6 % of a poll-mode profile when read every pass);
             // spin deadlines and coalescing are in tens of microseconds.
-            if unpolled == 0 || unpolled.is_multiple_of(4) {
+            if unpolled.is_multiple_of(4) {
                 now = Instant::now();
             }
             let polling = self.polling(now);

@@ -37,11 +37,6 @@ impl Queue {
         })
     }
 
-    /// Whether this is a packed ring.
-    pub fn is_packed(&self) -> bool {
-        matches!(self, Queue::Packed(_))
-    }
-
     /// Queue size.
     pub fn size(&self) -> u16 {
         each!(self, q => q.size())

@@ -151,11 +151,6 @@ impl SplitQueue {
         self.next_avail.0
     }
 
-    /// used.idx as it is in guest memory now (diagnostics).
-    pub fn used_idx_in_memory(&self, mem: &GuestMem) -> Result<u16, QueueError> {
-        Ok(mem.load_u16(at(self.used, 2), Ordering::Acquire)?)
-    }
-
     /// Next used index (not yet published entries included).
     pub fn next_used(&self) -> u16 {
         self.next_used.0
@@ -223,12 +218,6 @@ impl SplitQueue {
     /// Whether the driver has made chains available we have not popped.
     pub fn has_avail(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {
         Ok(self.pending(mem)? > 0)
-    }
-
-    /// Gives back the last `n` popped chains (they will be popped again).
-    /// Used when a burst cannot be finished, e.g. RX buffers run out mid-frame.
-    pub fn undo_pop(&mut self, n: u16) {
-        self.next_avail -= Wrapping(n);
     }
 
     fn read_desc(mem: &GuestMem, table: u64, idx: u16) -> Result<(u64, u32, u16, u16), QueueError> {
@@ -377,7 +366,7 @@ impl SplitQueue {
     ///
     /// With EVENT_IDX, avail_event is set to the last avail index we saw, not
     /// to `next_avail`: a caller blocked on too few RX buffers (which gave
-    /// them back with [`SplitQueue::undo_pop`]) is then kicked by the next
+    /// them back with [`SplitQueue::rewind`]) is then kicked by the next
     /// buffer the driver adds, and does not spin on the ones it already
     /// found insufficient (THREATS C3, CVE-2026-74356).
     pub fn enable_notification(&mut self, mem: &GuestMem) -> Result<bool, QueueError> {

@@ -518,14 +518,15 @@ fn test_split_disable_notification_sets_no_notify_flag() {
 }
 
 #[test]
-fn test_split_undo_pop_repops_same_chain() {
+fn test_split_rewind_repops_same_chain() {
     let (m, mut drv, mut q) = setup(16, false);
     let mut c = Chain::default();
     drv.post_rx(2, 100);
+    let mark = q.mark();
     q.pop(&m.mem, &mut c).unwrap();
     let first = c.head();
     q.pop(&m.mem, &mut c).unwrap();
-    q.undo_pop(2);
+    q.rewind(mark);
     q.pop(&m.mem, &mut c).unwrap();
     assert_eq!(c.head(), first);
     assert_eq!(c.writable_len(), 100);
