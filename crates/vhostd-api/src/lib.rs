@@ -9,7 +9,7 @@
 //! so the daemon, the CLI and docs/METRICS.md cannot drift apart.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-#![deny(clippy::indexing_slicing)]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -17,6 +17,29 @@ use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this crate.
 pub const API_VERSION: u32 = 1;
+
+/// Event counters that wrap instead of overflowing (a `u64` counting a
+/// billion events a second wraps after 584 years): the data path counts
+/// with these, so no counter arithmetic can panic in a debug build or be
+/// silently unchecked in an audited crate (`clippy::arithmetic_side_effects`).
+pub trait Count {
+    /// Adds one.
+    fn inc(&mut self);
+    /// Adds `n`.
+    fn add_n(&mut self, n: u64);
+}
+
+impl Count for u64 {
+    #[inline]
+    fn inc(&mut self) {
+        *self = self.wrapping_add(1);
+    }
+
+    #[inline]
+    fn add_n(&mut self, n: u64) {
+        *self = self.wrapping_add(n);
+    }
+}
 
 macro_rules! queue_counters {
     ($( $(#[doc = $doc:literal])* $name:ident ),* $(,)?) => {
@@ -122,7 +145,9 @@ pub fn device_stats(rx: bool, s: &QueueStats) -> Vec<(&'static str, u64)> {
             ("tx_drops", s.drops),
             (
                 "tx_drop_malformed",
-                s.dropped_malformed + s.dropped_bad_header + s.bad_chains,
+                s.dropped_malformed
+                    .wrapping_add(s.dropped_bad_header)
+                    .wrapping_add(s.bad_chains),
             ),
         ]
     }
@@ -339,6 +364,18 @@ impl Response {
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_counters_wrap_instead_of_overflowing() {
+        let mut c = u64::MAX - 1;
+        c.inc();
+        assert_eq!(c, u64::MAX);
+        c.inc();
+        assert_eq!(c, 0);
+        c.add_n(u64::MAX);
+        c.add_n(3);
+        assert_eq!(c, 2);
+    }
 
     #[test]
     fn test_request_stats_roundtrip_json() {

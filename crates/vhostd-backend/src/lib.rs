@@ -10,6 +10,7 @@
 //! only in `tap/sys.rs` (ioctls).
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 mod loopback;
 mod sink;
@@ -186,6 +187,7 @@ impl BackendSpec {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     use super::*;
 
     #[test]

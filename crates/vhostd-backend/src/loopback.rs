@@ -37,7 +37,7 @@ impl Loopback {
     /// Swaps destination and source MAC so the frame looks like a reply.
     fn swap_macs(&self, slot: &mut [u8]) {
         let h = self.hdr_len;
-        if let Some(macs) = slot.get_mut(h..h + 12) {
+        if let Some(macs) = slot.get_mut(h..h.saturating_add(12)) {
             let (dst, src) = macs.split_at_mut(6);
             dst.swap_with_slice(src);
         }
@@ -117,6 +117,7 @@ impl Backend for Loopback {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     use super::*;
 
     #[test]

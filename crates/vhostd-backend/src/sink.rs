@@ -17,7 +17,7 @@ impl Backend for Sink {
     }
 
     fn send(&mut self, _pkt: &[u8]) -> Result<(), BackendError> {
-        self.packets += 1;
+        self.packets = self.packets.wrapping_add(1);
         Ok(())
     }
 

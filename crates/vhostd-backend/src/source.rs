@@ -42,7 +42,10 @@ impl Source {
         p.extend_from_slice(&[0xff; 6]); // broadcast
         p.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]); // locally administered
         p.extend_from_slice(&[0x88, 0xb5]);
-        p.extend((0..self.len - 14).map(|i| u8::try_from(i % 251).unwrap_or(0)));
+        p.extend(
+            (0..self.len.saturating_sub(14))
+                .map(|i| u8::try_from(i.checked_rem(251).unwrap_or(0)).unwrap_or(0)),
+        );
         self.pkt = p;
     }
 }
@@ -63,7 +66,7 @@ impl Backend for Source {
         match buf.get_mut(..n) {
             Some(dst) => {
                 dst.copy_from_slice(&self.pkt);
-                self.packets += 1;
+                self.packets = self.packets.wrapping_add(1);
                 Ok(Some(n))
             }
             None => Ok(None),
@@ -85,6 +88,7 @@ impl Backend for Source {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
     use super::*;
 
     #[test]

@@ -119,7 +119,9 @@ fn serve_client(ports: &[Arc<Port>], stream: UnixStream) -> std::io::Result<()> 
     loop {
         line.clear();
         // Bounded read: a client cannot make us buffer more than a line.
-        let n = (&mut r).take(MAX_LINE as u64 + 1).read_line(&mut line)?;
+        let n = (&mut r)
+            .take((MAX_LINE as u64).saturating_add(1))
+            .read_line(&mut line)?;
         if n == 0 {
             return Ok(());
         }

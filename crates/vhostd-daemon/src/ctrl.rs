@@ -43,7 +43,7 @@ fn policy(max_packets: u32, max_usecs: u32) -> Option<CoalescePolicy> {
 /// Answers one control command.
 pub fn command(port: &Port, class: u8, cmd: u8, data: &[u8]) -> CtrlReply {
     let (class, cmd) = (u32::from(class), u32::from(cmd));
-    let data_queues = 2 * port.queue_pairs;
+    let data_queues = port.data_queues();
     match class {
         vn::VIRTIO_NET_CTRL_RX
         | vn::VIRTIO_NET_CTRL_MAC

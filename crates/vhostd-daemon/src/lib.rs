@@ -6,7 +6,7 @@
 //! back-ends in `vhostd-backend`. Unsafe code: only [`sys`].
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
-#![deny(clippy::indexing_slicing)]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 pub mod control;
 pub mod ctrl;
@@ -346,7 +346,7 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::arithmetic_side_effects)]
     use super::*;
     use std::os::unix::net::UnixStream;
 

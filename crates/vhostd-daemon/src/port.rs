@@ -48,6 +48,12 @@ pub struct Port {
 }
 
 impl Port {
+    /// Number of data virtqueues (RX and TX of every pair); the control
+    /// queue, when served, has this index.
+    pub fn data_queues(&self) -> usize {
+        self.queue_pairs.saturating_mul(2)
+    }
+
     /// A port with zeroed counters.
     pub fn new(
         name: String,
@@ -56,7 +62,9 @@ impl Port {
         queue_pairs: usize,
         ctrl_vq: bool,
     ) -> Self {
-        let n = 2 * queue_pairs + usize::from(ctrl_vq);
+        let n = queue_pairs
+            .saturating_mul(2)
+            .saturating_add(usize::from(ctrl_vq));
         Port {
             name,
             backend,
@@ -108,7 +116,7 @@ impl Port {
         f: impl Fn(&mut QueueSettings),
     ) {
         if let Ok(mut s) = self.settings.lock() {
-            let data = 2 * self.queue_pairs;
+            let data = self.data_queues();
             for (i, qs) in s.iter_mut().enumerate().take(data) {
                 if pred(i) {
                     f(qs);
@@ -148,7 +156,7 @@ impl Port {
                 let stats = c.snapshot();
                 total.accumulate(&stats);
                 QueueReport {
-                    name: if i == 2 * self.queue_pairs {
+                    name: if i == self.data_queues() {
                         "ctrl".to_string()
                     } else {
                         format!("{}{}", if i % 2 == 0 { "rx" } else { "tx" }, i / 2)

@@ -115,7 +115,7 @@ impl PortHandler {
     }
 
     fn worker(&self, vq: usize) -> Option<(&WorkerHandle, Dir)> {
-        if vq == 2 * self.port.queue_pairs {
+        if vq == self.port.data_queues() {
             // the control queue lives on the first worker
             return self.workers.first().map(|w| (w, Dir::Ctrl));
         }

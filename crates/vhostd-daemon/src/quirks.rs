@@ -45,18 +45,24 @@ struct Msg {
     fds: Vec<OwnedFd>,
 }
 
+/// Byte range of the `i`-th little-endian `u32` of a buffer.
+fn word(i: usize) -> std::ops::Range<usize> {
+    let at = i.saturating_mul(4);
+    at..at.saturating_add(4)
+}
+
 impl Msg {
     /// Header field `i` (0: request, 1: flags, 2: size).
     fn field(&self, i: usize) -> u32 {
         self.hdr
-            .get(4 * i..4 * i + 4)
+            .get(word(i))
             .and_then(|b| b.try_into().ok())
             .map_or(0, u32::from_le_bytes)
     }
 
     fn payload_u32(&self, i: usize) -> Option<u32> {
         self.payload
-            .get(4 * i..4 * i + 4)?
+            .get(word(i))?
             .try_into()
             .ok()
             .map(u32::from_le_bytes)
@@ -107,7 +113,7 @@ fn write_msg(sock: &UnixStream, hdr: &[u8], payload: &[u8], fds: &[OwnedFd]) -> 
     if !borrowed.is_empty() && !control.push(SendAncillaryMessage::ScmRights(&borrowed)) {
         return Err(io::ErrorKind::InvalidInput.into());
     }
-    let total = hdr.len() + payload.len();
+    let total = hdr.len().saturating_add(payload.len());
     let sent = sendmsg(
         sock,
         &[IoSlice::new(hdr), IoSlice::new(payload)],

@@ -47,7 +47,10 @@ fn recoverable(e: &VuError) -> bool {
 
 /// Serves one front-end until it disconnects or breaks the protocol.
 pub fn serve_connection(port: &Arc<Port>, workers: &Arc<Vec<WorkerHandle>>, stream: UnixStream) {
-    let n = port.connections.fetch_add(1, Ordering::Relaxed) + 1;
+    let n = port
+        .connections
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_add(1);
     log::info!("port {}: front-end connected (connection {n})", port.name);
     port.connected.store(true, Ordering::Relaxed);
     let handler = Arc::new(Mutex::new(PortHandler::new(port.clone(), workers.clone())));

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vhostd_api::{CoalescePolicy, Priority, QueueSettings, QueueStats, WorkerMode};
+use vhostd_api::{CoalescePolicy, Count, Priority, QueueSettings, QueueStats, WorkerMode};
 use vhostd_backend::Backend;
 use vhostd_mem::GuestMem;
 use vhostd_net::coalesce::{Coalescer, Decision, Policy};
@@ -257,8 +257,8 @@ impl Worker {
 
     fn vq(&self, dir: Dir) -> usize {
         match dir {
-            Dir::Ctrl => 2 * self.port.queue_pairs,
-            _ => 2 * self.index + dir as usize,
+            Dir::Ctrl => self.port.data_queues(),
+            _ => self.index.saturating_mul(2).saturating_add(dir as usize),
         }
     }
 
@@ -312,12 +312,12 @@ impl Worker {
             // poll-mode profile. Kicks are off while polling anyway, and a
             // command waits a few microseconds more.
             if timeout == 0 && unpolled < EPOLL_EVERY {
-                unpolled += 1;
+                unpolled = unpolled.saturating_add(1);
                 self.apply_settings();
                 self.did_work = false;
                 more = self.process(now);
                 if self.did_work && self.mode == WorkerMode::Adaptive {
-                    self.spin_until = Some(now + ADAPTIVE_SPIN);
+                    self.spin_until = now.checked_add(ADAPTIVE_SPIN);
                 }
                 continue;
             }
@@ -359,7 +359,7 @@ impl Worker {
             now = Instant::now();
             more = self.process(now);
             if self.did_work && self.mode == WorkerMode::Adaptive {
-                self.spin_until = Some(now + ADAPTIVE_SPIN);
+                self.spin_until = now.checked_add(ADAPTIVE_SPIN);
             }
         }
     }
@@ -368,7 +368,7 @@ impl Worker {
         if let Some(r) = self.ring_mut(dir) {
             if let Some(k) = r.kick.as_ref() {
                 if drain_eventfd(k) > 0 {
-                    r.stats.kicks += 1;
+                    r.stats.kicks.inc();
                 }
             }
         }
@@ -442,7 +442,7 @@ impl Worker {
                 if let Some(c) = r.call.as_ref() {
                     signal_eventfd(c);
                 }
-                r.stats.calls += 1;
+                r.stats.calls.inc();
             }
         }
     }
@@ -498,12 +498,12 @@ impl Worker {
                             if let Some(c) = r.call.as_ref() {
                                 signal_eventfd(c);
                             }
-                            r.stats.calls += 1;
+                            r.stats.calls.inc();
                         }
                         Decision::Defer(_) => {}
-                        Decision::Nothing => r.stats.calls_suppressed += 1,
+                        Decision::Nothing => r.stats.calls_suppressed.inc(),
                     }
-                    r.stats.calls_coalesced += r.coalescer.take_folded();
+                    r.stats.calls_coalesced.add_n(r.coalescer.take_folded());
                 }
                 out.status == Status::More
             }
@@ -511,7 +511,7 @@ impl Worker {
                 // Broken ring: stop this queue, keep every other one going.
                 // The front-end's reset (new kick / reconnect) revives it.
                 r.broken = true;
-                r.stats.ring_errors += 1;
+                r.stats.ring_errors.inc();
                 if let Some(f) = r.err.as_ref() {
                     signal_eventfd(f);
                 }
@@ -710,7 +710,7 @@ impl Worker {
             if let Some(c) = ring.call.as_ref() {
                 signal_eventfd(c);
             }
-            ring.stats.calls += 1;
+            ring.stats.calls.inc();
         }
         if let Some(k) = ring.kick.as_ref() {
             let _ = self.epoll.ctl(

@@ -126,26 +126,36 @@ impl Coalescer {
 
     fn adapt(&mut self, now: Instant, packets: u32) {
         let start = *self.window_start.get_or_insert(now);
-        self.window_packets += u64::from(packets);
-        self.window_bursts += 1;
+        self.window_packets = self.window_packets.saturating_add(u64::from(packets));
+        self.window_bursts = self.window_bursts.saturating_add(1);
         let span = now.saturating_duration_since(start);
         if span < WINDOW {
             return;
         }
         let nanos = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX).max(1);
-        let rate = self.window_packets.saturating_mul(1_000_000_000) / nanos;
-        let per_burst = self.window_packets / self.window_bursts.max(1);
+        let rate = self
+            .window_packets
+            .saturating_mul(1_000_000_000)
+            .checked_div(nanos)
+            .unwrap_or(0);
+        let per_burst = self
+            .window_packets
+            .checked_div(self.window_bursts)
+            .unwrap_or(0);
         // one level per window, up or down (hysteresis: leave a level only
         // when the rate is below half its entry rate)
-        let up = per_burst >= BATCH_UP && LEVELS.get(self.level + 1).is_some_and(|l| rate >= l.0);
+        let up = per_burst >= BATCH_UP
+            && LEVELS
+                .get(self.level.saturating_add(1))
+                .is_some_and(|l| rate >= l.0);
         let down = self.level > 0 && LEVELS.get(self.level).is_some_and(|l| rate < l.0 / 2);
         if per_burst < BATCH_DOWN {
             // single completions: latency-bound traffic, stop holding calls now
             self.level = 0;
         } else if up {
-            self.level += 1;
+            self.level = self.level.saturating_add(1);
         } else if down {
-            self.level -= 1;
+            self.level = self.level.saturating_sub(1);
         }
         self.window_start = Some(now);
         self.window_packets = 0;
@@ -169,14 +179,14 @@ impl Coalescer {
         if owed {
             self.pending_packets = self.pending_packets.saturating_add(packets);
             if wants_call {
-                self.folded += 1;
+                self.folded = self.folded.saturating_add(1);
             }
         } else {
             self.pending_since = Some(now);
             self.pending_packets = packets;
         }
         let since = self.pending_since.unwrap_or(now);
-        let deadline = since + Duration::from_micros(u64::from(usecs));
+        let deadline = at(since, Duration::from_micros(u64::from(usecs)));
         if (max_packets > 0 && self.pending_packets >= max_packets)
             || (usecs > 0 && now >= deadline)
         {
@@ -185,7 +195,7 @@ impl Coalescer {
         if usecs == 0 {
             // packet bound only: hold without a timer would risk an unbounded
             // wait, so a 1 ms safety bound applies
-            return Decision::Defer(since + Duration::from_millis(1));
+            return Decision::Defer(at(since, Duration::from_millis(1)));
         }
         Decision::Defer(deadline)
     }
@@ -200,14 +210,14 @@ impl Coalescer {
     pub fn deadline(&self) -> Option<Instant> {
         let since = self.pending_since?;
         let (usecs, _) = self.bounds();
-        Some(
-            since
-                + if usecs == 0 {
-                    Duration::from_millis(1)
-                } else {
-                    Duration::from_micros(u64::from(usecs))
-                },
-        )
+        Some(at(
+            since,
+            if usecs == 0 {
+                Duration::from_millis(1)
+            } else {
+                Duration::from_micros(u64::from(usecs))
+            },
+        ))
     }
 
     /// Timer check: true if the owed call must be sent now (it is then no
@@ -240,8 +250,15 @@ impl Coalescer {
     }
 }
 
+/// `since + d`; an instant past what `Instant` can hold (never, for the
+/// microsecond bounds used here) becomes `since`, which fires at once.
+fn at(since: Instant, d: Duration) -> Instant {
+    since.checked_add(d).unwrap_or(since)
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::arithmetic_side_effects)]
     use super::*;
 
     fn us(t0: Instant, n: u64) -> Instant {

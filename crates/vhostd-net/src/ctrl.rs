@@ -7,7 +7,7 @@
 //! and the ack (`VIRTIO_NET_OK` / `VIRTIO_NET_ERR`) as the last writable
 //! byte. Bad chains are completed with length 0 (THREATS C1, C17).
 
-use vhostd_api::QueueStats;
+use vhostd_api::{Count, QueueStats};
 use vhostd_mem::GuestMem;
 use vhostd_virtq::{Chain, Queue, QueueError};
 use virtio_bindings::bindings::virtio_net as vn;
@@ -65,13 +65,13 @@ pub fn process_ctrl(
             if !q.pop(mem, chain)? {
                 break;
             }
-            done += 1;
+            done = done.saturating_add(1);
             let wlen = chain.writable_len() as usize;
             let rlen = chain.readable_len() as usize;
             if chain.error().is_some() || wlen == 0 || !(2..=MAX_CTRL_REQUEST).contains(&rlen) {
                 // no room for an ack, or no command: nothing sensible to say
-                stats.bad_chains += 1;
-                stats.drops += 1;
+                stats.bad_chains.inc();
+                stats.drops.inc();
                 q.add_used(mem, chain.used_ref(), 0)?;
                 continue;
             }
@@ -81,16 +81,16 @@ pub fn process_ctrl(
                 _ => CtrlReply::ack(false),
             };
             // reply data first, the ack in the last writable byte
-            let rl = reply.len.min(MAX_CTRL_REPLY).min(wlen - 1);
+            let rl = reply.len.min(MAX_CTRL_REPLY).min(wlen.saturating_sub(1));
             let ok = reply
                 .data
                 .get(..rl)
                 .is_some_and(|d| chain.write_at(mem, 0, d))
-                && chain.write_at(mem, wlen - 1, &[reply.ack]);
+                && chain.write_at(mem, wlen.saturating_sub(1), &[reply.ack]);
             if ok {
-                stats.packets += 1;
+                stats.packets.inc();
             } else {
-                stats.bad_chains += 1;
+                stats.bad_chains.inc();
             }
             q.add_used(
                 mem,

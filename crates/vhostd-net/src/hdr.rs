@@ -28,6 +28,8 @@ const GSO_UDP: u8 = vn::VIRTIO_NET_HDR_GSO_UDP as u8;
 
 /// Offset of `num_buffers` in the 12-byte header.
 pub const NUM_BUFFERS_OFFSET: usize = 10;
+/// End of `num_buffers` (a `le16`).
+pub const NUM_BUFFERS_END: usize = 12;
 
 /// Why a TX header is refused. Policy: the frame is dropped and counted in
 /// `dropped_bad_header`; the chain is completed; the queue keeps running.
@@ -59,7 +61,7 @@ pub fn is_gso(pkt: &[u8]) -> bool {
 }
 
 fn le16(b: &[u8], at: usize) -> u16 {
-    match b.get(at..at + 2) {
+    match b.get(at..at.saturating_add(2)) {
         Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
         _ => 0,
     }
@@ -79,7 +81,10 @@ pub fn validate_tx(pkt: &[u8], cfg: &NetConfig) -> Result<(), HdrError> {
         if !cfg.host_csum {
             return Err(HdrError::CsumNotNegotiated);
         }
-        let end = usize::from(csum_start) + usize::from(csum_offset) + 2;
+        // two u16s and 2 in a usize: no overflow, saturating says so
+        let end = usize::from(csum_start)
+            .saturating_add(usize::from(csum_offset))
+            .saturating_add(2);
         if end > frame_len {
             return Err(HdrError::CsumOutOfFrame(csum_start, csum_offset, frame_len));
         }

@@ -11,7 +11,7 @@
 //! once per burst by the caller.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
-#![deny(clippy::indexing_slicing)]
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 pub mod coalesce;
 pub mod ctrl;

@@ -8,12 +8,12 @@
 //! One copy between guest and host memory in each direction. Buffers are
 //! allocated when the pair is made, never per packet.
 
-use vhostd_api::QueueStats;
+use vhostd_api::{Count, QueueStats};
 use vhostd_backend::{Backend, BackendError, MAX_PACKET};
 use vhostd_mem::GuestMem;
 use vhostd_virtq::{Chain, Queue, QueueError, UsedRef};
 
-use crate::hdr::{self, NUM_BUFFERS_OFFSET};
+use crate::hdr::{self, NUM_BUFFERS_END, NUM_BUFFERS_OFFSET};
 use crate::NetConfig;
 
 /// Most packets moved per direction per call: bounds the work one wake-up
@@ -69,7 +69,7 @@ pub(crate) fn publish_burst(
         out.call = q.needs_notification(mem)?;
         out.published = true;
         out.completed = u32::try_from(done).unwrap_or(u32::MAX);
-        stats.bursts += 1;
+        stats.bursts.inc();
     }
     Ok(out)
 }
@@ -202,7 +202,7 @@ impl QueuePair {
             // them last, and overlapping those misses is what DPDK's batch
             // dequeue does too.
             while done < BURST {
-                let want = TX_BATCH.min(BURST - done);
+                let want = TX_BATCH.min(BURST.saturating_sub(done));
                 let mut n = 0usize;
                 for c in self.tx_chains.iter_mut().take(want) {
                     if !q.pop(mem, c)? {
@@ -211,10 +211,10 @@ impl QueuePair {
                     if let Some(seg) = c.segments().first() {
                         mem.prefetch(seg.addr);
                         if seg.len > 64 {
-                            mem.prefetch(seg.addr + 64);
+                            mem.prefetch(seg.addr.wrapping_add(64));
                         }
                     }
-                    n += 1;
+                    n = n.saturating_add(1);
                 }
                 for c in self.tx_chains.iter().take(n) {
                     Self::tx_one(
@@ -227,7 +227,7 @@ impl QueuePair {
                     );
                     q.add_used_read(mem, c.used_ref())?;
                 }
-                done += n;
+                done = done.saturating_add(n);
                 if n < want {
                     break;
                 }
@@ -256,33 +256,33 @@ impl QueuePair {
         cfg: &NetConfig,
         stats: &mut QueueStats,
     ) {
-        let drop = |stats: &mut QueueStats| stats.drops += 1;
+        let drop = |stats: &mut QueueStats| stats.drops.inc();
         if chain.error().is_some() {
-            stats.bad_chains += 1;
+            stats.bad_chains.inc();
             drop(stats);
             return;
         }
         if chain.writable_len() > 0 || (chain.readable_len() as usize) < cfg.hdr_len {
-            stats.dropped_malformed += 1;
+            stats.dropped_malformed.inc();
             drop(stats);
             return;
         }
         // read_into fails only if the packet is larger than buf (or memory
         // vanished under a validated range): oversize either way.
         let Some(n) = chain.read_into(mem, buf) else {
-            stats.dropped_oversize += 1;
+            stats.dropped_oversize.inc();
             drop(stats);
             return;
         };
         let Some(pkt) = buf.get(..n) else {
-            stats.dropped_oversize += 1;
+            stats.dropped_oversize.inc();
             drop(stats);
             return;
         };
         // The header is judged on our copy: the guest cannot change it
         // between this check and the send (THREATS C5).
         if hdr::validate_tx(pkt, cfg).is_err() {
-            stats.dropped_bad_header += 1;
+            stats.dropped_bad_header.inc();
             drop(stats);
             return;
         }
@@ -290,14 +290,14 @@ impl QueuePair {
         // the back-end may take `buf` and leave another in its place
         match backend.send_owned(buf, n) {
             Ok(()) => {
-                stats.packets += 1;
-                stats.bytes += (n - cfg.hdr_len) as u64;
+                stats.packets.inc();
+                stats.bytes.add_n(n.saturating_sub(cfg.hdr_len) as u64);
                 if gso {
-                    stats.gso_packets += 1;
+                    stats.gso_packets.inc();
                 }
             }
             Err(_) => {
-                stats.dropped_backend += 1;
+                stats.dropped_backend.inc();
                 drop(stats);
             }
         }
@@ -328,14 +328,14 @@ impl QueuePair {
                 match self.backend.recv_owned(&mut self.rx_buf) {
                     Ok(None) => break Status::Idle,
                     Ok(Some(n)) if n < hl || n > self.rx_buf.len() => {
-                        stats.dropped_runt += 1;
-                        stats.drops += 1;
+                        stats.dropped_runt.inc();
+                        stats.drops.inc();
                         continue;
                     }
                     Ok(Some(n)) => self.rx_pending = n,
                     Err(_) => {
-                        stats.dropped_backend += 1;
-                        stats.drops += 1;
+                        stats.dropped_backend.inc();
+                        stats.drops.inc();
                         break Status::Idle;
                     }
                 }
@@ -353,7 +353,7 @@ impl QueuePair {
             )?;
             match placed {
                 Place::Placed => {
-                    delivered += 1;
+                    delivered = delivered.saturating_add(1);
                     self.rx_pending = 0;
                 }
                 Place::Dropped => self.rx_pending = 0,
@@ -362,7 +362,7 @@ impl QueuePair {
                     // some meanwhile, try again (bounded). Polling: no kick,
                     // the caller comes back.
                     if self.notify && q.enable_notification(mem)? && retries < BURST {
-                        retries += 1;
+                        retries = retries.saturating_add(1);
                         continue;
                     }
                     break Status::Blocked;
@@ -390,7 +390,7 @@ impl QueuePair {
         let hl = cfg.hdr_len;
         if hl == 12 && !cfg.mrg_rxbuf {
             // VERSION_1 without MRG_RXBUF: num_buffers must be 1 (virtio 1.2 §5.1.6.3.1).
-            if let Some(nb) = pkt.get_mut(NUM_BUFFERS_OFFSET..NUM_BUFFERS_OFFSET + 2) {
+            if let Some(nb) = pkt.get_mut(NUM_BUFFERS_OFFSET..NUM_BUFFERS_END) {
                 nb.copy_from_slice(&1u16.to_le_bytes());
             }
         }
@@ -402,8 +402,8 @@ impl QueuePair {
             if heads.len() >= usize::from(q.size()) {
                 // needs more buffers than the ring holds: can never fit
                 q.rewind(mark);
-                stats.dropped_too_big += 1;
-                stats.drops += 1;
+                stats.dropped_too_big.inc();
+                stats.drops.inc();
                 return Ok(Place::Dropped);
             }
             let c: &mut Chain = if heads.is_empty() { first } else { chain };
@@ -418,14 +418,14 @@ impl QueuePair {
                 || (heads.is_empty() && wlen < hl);
             if !bad && !cfg.mrg_rxbuf && wlen < len {
                 q.rewind(mark);
-                stats.dropped_too_big += 1;
-                stats.drops += 1;
+                stats.dropped_too_big.inc();
+                stats.drops.inc();
                 return Ok(Place::Dropped);
             }
-            let n = wlen.min(len - off);
+            let n = wlen.min(len.saturating_sub(off));
             let written = !bad
                 && pkt
-                    .get(off..off + n)
+                    .get(off..off.saturating_add(n))
                     .is_some_and(|part| c.write_at(mem, 0, part));
             if !written {
                 // A bad RX chain is completed with length 0. Chains taken
@@ -433,17 +433,17 @@ impl QueuePair {
                 // completed entry, so they are completed empty too.
                 for (h, _) in heads.drain(..) {
                     q.add_used(mem, h, 0)?;
-                    *used += 1;
+                    *used = used.saturating_add(1);
                 }
                 q.add_used(mem, c.used_ref(), 0)?;
-                *used += 1;
-                stats.bad_chains += 1;
+                *used = used.saturating_add(1);
+                stats.bad_chains.inc();
                 mark = q.mark();
                 off = 0;
                 continue;
             }
             heads.push((c.used_ref(), u32::try_from(n).unwrap_or(u32::MAX)));
-            off += n;
+            off = off.saturating_add(n);
         }
         if cfg.mrg_rxbuf && hl == 12 {
             let nbuf = u16::try_from(heads.len()).unwrap_or(u16::MAX);
@@ -454,12 +454,12 @@ impl QueuePair {
         }
         for &(h, n) in heads.iter() {
             q.add_used(mem, h, n)?;
-            *used += 1;
+            *used = used.saturating_add(1);
         }
-        stats.packets += 1;
-        stats.bytes += (len - hl) as u64;
+        stats.packets.inc();
+        stats.bytes.add_n(len.saturating_sub(hl) as u64);
         if hdr::is_gso(pkt) {
-            stats.gso_packets += 1;
+            stats.gso_packets.inc();
         }
         Ok(Place::Placed)
     }

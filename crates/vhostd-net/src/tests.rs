@@ -1,5 +1,6 @@
 #![allow(
     clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
     clippy::unwrap_used,
     clippy::cast_possible_truncation,
     clippy::cast_sign_loss
