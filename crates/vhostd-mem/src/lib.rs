@@ -432,6 +432,21 @@ impl GuestMem {
             .map_err(|_| MemError::OutOfBounds { addr, len: 2 })
     }
 
+    /// Atomic load of an aligned little-endian `u64` with the given ordering
+    /// (a packed-ring descriptor's len/id/flags half in one access).
+    #[inline]
+    pub fn load_u64(&self, addr: u64, order: Ordering) -> Result<u64, MemError> {
+        if let Some((m, off)) = self.region_for(addr, 8) {
+            if let Ok(v) = m.load::<u64>(off, order) {
+                return Ok(u64::from_le(v));
+            }
+        }
+        self.mem
+            .load::<u64>(GuestAddress(addr), order)
+            .map(u64::from_le)
+            .map_err(|_| MemError::OutOfBounds { addr, len: 8 })
+    }
+
     /// Atomic store of an aligned `u16` with the given ordering (ring indices).
     #[inline]
     pub fn store_u16(&self, addr: u64, v: u16, order: Ordering) -> Result<(), MemError> {

@@ -175,4 +175,15 @@ fn test_mem_fast_path_agrees_with_region_layout() {
     assert_eq!(m.load_u16(0x1ffe, Ordering::Acquire).unwrap(), 0x1234);
     assert!(m.load_u16(0x2000, Ordering::Acquire).is_err());
     assert!(m.load_u16(0x11000, Ordering::Acquire).is_err());
+    m.write_u64(0x10ff8, 0x0123_4567_89ab_cdef).unwrap();
+    assert_eq!(
+        m.load_u64(0x10ff8, Ordering::Acquire).unwrap(),
+        0x0123_4567_89ab_cdef
+    );
+    assert_eq!(m.read_u16(0x10ffe).unwrap(), 0x0123, "little-endian");
+    assert!(
+        m.load_u64(0x10ffc, Ordering::Acquire).is_err(),
+        "past the region end"
+    );
+    assert!(m.load_u64(0x2000, Ordering::Acquire).is_err());
 }

@@ -195,10 +195,15 @@ impl PackedQueue {
     /// contents, written before its flags, are visible after this).
     fn is_avail(&self, mem: &GuestMem, c: u32) -> Result<bool, QueueError> {
         let flags = mem.load_u16(at(self.desc_addr(self.slot(c)), 14), Ordering::Acquire)?;
+        Ok(self.avail_flags(flags, c))
+    }
+
+    /// Whether descriptor flags mark position `c` available.
+    fn avail_flags(&self, flags: u16, c: u32) -> bool {
         let avail = flags & VRING_PACKED_DESC_F_AVAIL != 0;
         let used = flags & VRING_PACKED_DESC_F_USED != 0;
         let w = self.wrap(c);
-        Ok(avail == w && used != w)
+        avail == w && used != w
     }
 
     /// Whether a chain is waiting at the next avail position.
@@ -211,7 +216,11 @@ impl PackedQueue {
     /// buffers are bad comes back with [`Chain::error`] set and its ring
     /// extent known: complete it with length 0.
     pub fn pop(&mut self, mem: &GuestMem, chain: &mut Chain) -> Result<bool, QueueError> {
-        if !self.is_avail(mem, self.avail)? {
+        // The head's len/id/flags in one acquire load: its availability and
+        // its contents come from the same snapshot (no separate flags read).
+        let head = self.desc_addr(self.slot(self.avail));
+        let head_hi = mem.load_u64(at(head, 8), Ordering::Acquire)?;
+        if !self.avail_flags((head_hi >> 48) as u16, self.avail) {
             self.seen = self.avail;
             return Ok(false);
         }
@@ -224,8 +233,12 @@ impl PackedQueue {
             if descs >= self.size {
                 return Err(QueueError::ChainLoop(self.slot(self.avail)));
             }
+            let (addr, len, id, flags) = if descs == 0 {
+                split_desc(mem.read_u64(head)?, head_hi)
+            } else {
+                read_desc(mem, self.desc_addr(self.slot(c)))?
+            };
             descs = descs.saturating_add(1);
-            let (addr, len, id, flags) = read_desc(mem, self.desc_addr(self.slot(c)))?;
             // Buffer ID is in the last descriptor of the chain (§2.8.6).
             chain.head = id;
             if bad.is_none() {
@@ -305,11 +318,7 @@ impl PackedQueue {
 
     fn write_used(&mut self, mem: &GuestMem, c: u32, id: u16, len: u32) -> Result<(), QueueError> {
         let slot = self.slot(c);
-        let mut e = [0u8; 6];
-        e[..4].copy_from_slice(&len.to_le_bytes());
-        e[4..].copy_from_slice(&id.to_le_bytes());
         let d = self.desc_addr(slot);
-        mem.write(at(d, 8), &e)?;
         let mut flags = if self.wrap(c) {
             VRING_PACKED_DESC_F_AVAIL | VRING_PACKED_DESC_F_USED
         } else {
@@ -319,9 +328,16 @@ impl PackedQueue {
             flags |= VRING_DESC_F_WRITE;
         }
         if self.first.is_none() {
+            // len and id now, flags at publish (they make the burst visible)
+            let mut e = [0u8; 6];
+            e[..4].copy_from_slice(&len.to_le_bytes());
+            e[4..].copy_from_slice(&id.to_le_bytes());
+            mem.write(at(d, 8), &e)?;
             self.first = Some((slot, flags));
         } else {
-            mem.store_u16(at(d, 14), flags, Ordering::Relaxed)?;
+            // len, id and flags in one store; visible with the first's flags
+            let hi = u64::from(len) | (u64::from(id) << 32) | (u64::from(flags) << 48);
+            mem.write_u64(at(d, 8), hi)?;
         }
         Ok(())
     }
@@ -456,10 +472,15 @@ impl PackedQueue {
 fn read_desc(mem: &GuestMem, d: u64) -> Result<(u64, u32, u16, u16), QueueError> {
     let addr = mem.read_u64(d)?;
     let rest = mem.read_u64(at(d, 8))?;
+    Ok(split_desc(addr, rest))
+}
+
+/// (addr, len, id, flags) of a descriptor from its two little-endian halves.
+fn split_desc(addr: u64, rest: u64) -> (u64, u32, u16, u16) {
     let len = (rest & 0xffff_ffff) as u32;
     let id = ((rest >> 32) & 0xffff) as u16;
     let flags = (rest >> 48) as u16;
-    Ok((addr, len, id, flags))
+    (addr, len, id, flags)
 }
 
 /// Validates one buffer and appends it (shared rules with the split ring).
