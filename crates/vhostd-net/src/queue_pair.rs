@@ -395,6 +395,9 @@ impl QueuePair {
             }
         }
         heads.clear();
+        // set in `pkt` before the copy when the frame fits the first chain
+        // (the common case): no second guest write for num_buffers
+        let mut nb_in_pkt = false;
         // chains popped since `mark` and not completed can be given back
         let mut mark = q.mark();
         let mut off = 0usize;
@@ -422,6 +425,12 @@ impl QueuePair {
                 stats.drops.inc();
                 return Ok(Place::Dropped);
             }
+            if cfg.mrg_rxbuf && hl == 12 && heads.is_empty() && !bad && wlen >= len {
+                if let Some(nb) = pkt.get_mut(NUM_BUFFERS_OFFSET..NUM_BUFFERS_END) {
+                    nb.copy_from_slice(&1u16.to_le_bytes());
+                    nb_in_pkt = true;
+                }
+            }
             let n = wlen.min(len.saturating_sub(off));
             let written = !bad
                 && pkt
@@ -440,12 +449,13 @@ impl QueuePair {
                 stats.bad_chains.inc();
                 mark = q.mark();
                 off = 0;
+                nb_in_pkt = false;
                 continue;
             }
             heads.push((c.used_ref(), u32::try_from(n).unwrap_or(u32::MAX)));
             off = off.saturating_add(n);
         }
-        if cfg.mrg_rxbuf && hl == 12 {
+        if cfg.mrg_rxbuf && hl == 12 && !nb_in_pkt {
             let nbuf = u16::try_from(heads.len()).unwrap_or(u16::MAX);
             // first.writable >= hl was checked, so this lands in the first chain
             if !first.write_at(mem, NUM_BUFFERS_OFFSET, &nbuf.to_le_bytes()) {
