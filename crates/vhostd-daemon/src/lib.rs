@@ -186,6 +186,8 @@ pub fn start_port(
             "--queues must be 1..={MAX_QUEUE_PAIRS}"
         )));
     }
+    // a front-end that shrinks a guest-memory file must not end the daemon
+    vhostd_mem::install_fault_handler();
     let port = Arc::new(Port::new(
         name.to_string(),
         spec.clone(),

@@ -138,6 +138,7 @@ impl WorkerHandle {
                 mode: WorkerMode::default(),
                 spin_until: None,
                 did_work: false,
+                faults_seen: vhostd_mem::fault_count(),
                 sandboxed: false,
             };
             w.run();
@@ -218,6 +219,8 @@ struct Worker {
     spin_until: Option<Instant>,
     /// The last pass moved something.
     did_work: bool,
+    /// `vhostd_mem::fault_count()` when this worker last looked.
+    faults_seen: u64,
     /// The worker seccomp filter is on this thread.
     sandboxed: bool,
 }
@@ -428,6 +431,13 @@ impl Worker {
         if let Some(res) = res {
             more |= self.finish(Dir::Ctrl, res, now);
         }
+        // a page of guest memory vanished during this pass (or another
+        // worker's): one atomic load per pass to notice
+        let faults = vhostd_mem::fault_count();
+        if faults != self.faults_seen {
+            self.faults_seen = faults;
+            self.stop_faulted_rings();
+        }
         self.fire_due(now);
         self.arm_timer(now);
         self.arm_backend();
@@ -530,6 +540,37 @@ impl Worker {
                 self.port.set_error(format!("queue {vq}: {e}"));
                 false
             }
+        }
+    }
+
+    /// Stops every ring whose guest memory lost pages under its mapping
+    /// (the front-end shrank the file; vhost-mem's SIGBUS handler put zero
+    /// pages there): what it reads there is no longer the guest's. As for a
+    /// broken ring, a reset by the front-end (new memory table, restart or
+    /// reconnect) revives it.
+    fn stop_faulted_rings(&mut self) {
+        for dir in [Dir::Rx, Dir::Tx, Dir::Ctrl] {
+            let vq = self.vq(dir);
+            let Some(r) = self.ring_mut(dir) else {
+                continue;
+            };
+            if r.broken || !r.mem.faulted() {
+                continue;
+            }
+            r.broken = true;
+            r.stats.ring_errors.inc();
+            if let Some(f) = r.err.as_ref() {
+                signal_eventfd(f);
+            }
+            warn_rl!(
+                "port {} queue {vq}: ring stopped (front-end fault): guest memory shrank under its mapping",
+                self.port.name
+            );
+            if let Some(b) = self.port.broken.get(vq) {
+                b.store(true, Ordering::Relaxed);
+            }
+            self.port
+                .set_error(format!("queue {vq}: guest memory shrank under its mapping"));
         }
     }
 

@@ -319,3 +319,33 @@ fn test_proto_vring_enable_before_features_with_need_reply_is_acked() {
     raw_send(&s, 1, 1, &[]);
     assert_eq!(raw_recv(&s).0, 1);
 }
+
+#[test]
+fn test_frontend_shrinking_guest_memory_stops_rings_not_the_daemon() {
+    // THREAT-MODEL "memory shrunk after mapping": the front-end truncates
+    // the memfd behind the memory table while the rings run. The next
+    // access to guest memory would raise SIGBUS and end the process (this
+    // test process: the daemon is in-process). Instead the rings that use
+    // that memory stop, counted, and a new connection works.
+    let d = Daemon::loopback(1);
+    {
+        let (mut g, h) = d.guest(GuestOptions::default());
+        let f = eth_frame(64, 3);
+        g.send(0, &f);
+        assert_eq!(g.recv_n(0, 1, T), vec![swapped(&f)]);
+        g.memory.file.set_len(0).unwrap();
+        // wake the worker without touching guest memory ourselves
+        g.kicks[1].write(1).unwrap();
+        assert!(
+            FakeGuest::wait_for(T, || d.stats(0).ring_errors + d.stats(1).ring_errors >= 1),
+            "rings on vanished memory are stopped and counted"
+        );
+        assert!(vhostd_mem::fault_count() >= 1);
+        drop(g);
+        h.join().unwrap();
+    }
+    let (mut g, _h) = d.guest(GuestOptions::default());
+    let f = eth_frame(200, 4);
+    g.send(0, &f);
+    assert_eq!(g.recv_n(0, 1, T), vec![swapped(&f)]);
+}

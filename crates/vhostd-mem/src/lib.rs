@@ -14,7 +14,7 @@
 //! C9, C10): size 0, `gpa + size` / `user_addr + size` / `mmap_offset + size`
 //! overflow, overlap in either address space, and a mapping larger than the
 //! file behind the fd are all rejected before anything is mapped.
-#![deny(unsafe_code)] // `sys` (one prefetch hint) is the exception
+#![deny(unsafe_code)] // `sys` (a prefetch hint, the SIGBUS handler) is the exception
 #![warn(missing_docs)]
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
@@ -102,6 +102,37 @@ struct Region {
     mmap_offset: u64,
     file: Arc<File>,
     mapping: Arc<GuestRegionMmap>,
+    /// The mapping's slot in the SIGBUS registry, freed with the last copy.
+    guard: Arc<FaultGuard>,
+}
+
+/// Registration of one mapping with the SIGBUS handler (see
+/// [`install_fault_handler`]); unregistered on drop.
+#[derive(Debug)]
+struct FaultGuard(Option<usize>);
+
+impl Drop for FaultGuard {
+    fn drop(&mut self) {
+        if let Some(i) = self.0 {
+            sys::unregister(i);
+        }
+    }
+}
+
+/// Installs (once per process) the handler that keeps a front-end from
+/// ending the process by shrinking the file behind a mapped region: an
+/// access to a page that no longer exists raises SIGBUS, and instead of
+/// dying the process gets a private zero page there and counts the fault
+/// ([`fault_count`], [`GuestMem::faulted`]); the owner then stops using
+/// that memory. Faults outside guest mappings keep the default action.
+pub fn install_fault_handler() {
+    sys::install();
+}
+
+/// Guest-memory faults handled so far in this process (see
+/// [`install_fault_handler`]). Cheap: one atomic load.
+pub fn fault_count() -> u64 {
+    sys::total_faults()
 }
 
 /// An immutable snapshot of guest memory. A new table makes a new `GuestMem`;
@@ -231,6 +262,10 @@ impl GuestMem {
             user_addr: spec.user_addr,
             mmap_offset: spec.mmap_offset,
             file: spec.file,
+            guard: Arc::new(FaultGuard(sys::register(
+                mapping.as_ptr() as usize,
+                usize::try_from(mapping.len()).unwrap_or(0),
+            ))),
             mapping: Arc::new(mapping),
         })
     }
@@ -255,6 +290,16 @@ impl GuestMem {
     }
 
     /// Number of mapped regions.
+    /// Whether a page of this memory vanished under its mapping (the file
+    /// was shrunk) and was replaced by a zero page: what the guest shares
+    /// here can no longer be trusted to be the guest's.
+    pub fn faulted(&self) -> bool {
+        self.regions
+            .iter()
+            .any(|r| r.guard.0.is_some_and(|i| sys::faults(i) > 0))
+    }
+
+    /// Number of regions.
     pub fn num_regions(&self) -> usize {
         self.regions.len()
     }
@@ -478,6 +523,7 @@ impl Region {
             mmap_offset: self.mmap_offset,
             file: self.file.clone(),
             mapping: self.mapping.clone(),
+            guard: self.guard.clone(),
         }
     }
 }
