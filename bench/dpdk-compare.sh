@@ -28,6 +28,13 @@
 #                             most IDLE_MAX % of one CPU; FOREIGN_MAX=10: a run during which other
 #                             processes took more than this % of one CPU is flagged '*'
 #   OUT=bench/results         JSON goes to $OUT/dpdk-compare-<date>.json
+#   RTT_FAR=150               machine phase: before and after every run, a cache line is bounced
+#                             between FRONT_CPU and BACK_CPU (`vhostd-bench line-rtt`, ns per round
+#                             trip). This machine's vCPUs sit on near cores (~50 ns) or far ones
+#                             (~400 ns) for minutes at a time, and h2g 64 B runs at ~29 Mpps near and
+#                             ~10 far with the same binary. A run above RTT_FAR ns is marked '~'; the
+#                             table also gives the median ratio over pairs whose two runs were in the
+#                             same phase ("same-phase"), the only pairs that compare back-ends.
 #   KEEP=1                    keep the work directory (logs) even if every cell passed
 #
 # Output: one table row per cell as soon as it is done:
@@ -66,6 +73,8 @@ VHOSTD_ARGS=${VHOSTD_ARGS:---mode poll}
 IDLE_WAIT=${IDLE_WAIT:-60}
 IDLE_MAX=${IDLE_MAX:-25}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
+RTT_FAR=${RTT_FAR:-150}
+BENCH=${BENCH:-$ROOT/target/release/vhostd-bench}
 OUT=${OUT:-$ROOT/bench/results}
 STAMP=$(date +%Y%m%d-%H%M%S)
 JSON=$OUT/dpdk-compare-$STAMP.json
@@ -93,9 +102,9 @@ command -v python3 >/dev/null || die "python3 not found"
 for c in setsid timeout taskset pgrep; do command -v $c >/dev/null || die "$c not found"; done
 [ "$NCPU" -gt "$FRONT_CPU" ] && [ "$NCPU" -gt "$BACK_CPU" ] || die "CPU $FRONT_CPU or $BACK_CPU does not exist"
 
-if [ ! -x "$VHOSTD" ] || [ "${BUILD:-0}" = 1 ]; then
-    log "building vhostd: cargo build --release -p vhostd-daemon"
-    timeout 1800 cargo build --release -p vhostd-daemon >&2 || die "cargo build failed"
+if [ ! -x "$VHOSTD" ] || [ ! -x "$BENCH" ] || [ "${BUILD:-0}" = 1 ]; then
+    log "building vhostd: cargo build --release -p vhostd-daemon -p vhostd-bench"
+    timeout 1800 cargo build --release -p vhostd-daemon -p vhostd-bench >&2 || die "cargo build failed"
 fi
 [ -x "$VHOSTD" ] || die "$VHOSTD not found"
 
@@ -211,8 +220,17 @@ done
 SEQ=0
 record() {   # record CELL PATH RING MRG INO SIZE SIDE PAIR STATUS MPPS FOREIGN STEAL FEAT RXP TXP SAMPLES LOG
     local IFS=$'\t'
-    echo "$*" >>"$RUNS"
+    echo "$*"$'\t'"${CUR_RTT:--}" >>"$RUNS"   # + the run's line round trip (machine phase)
 }
+
+# line_rtt: ns per cache-line round trip between FRONT_CPU and BACK_CPU ('-' if unavailable)
+line_rtt() {
+    [ -x "$BENCH" ] || { echo -; return; }
+    timeout 20 taskset -c "$FRONT_CPU,$BACK_CPU" "$BENCH" line-rtt --iters 100000 2>/dev/null || echo -
+}
+
+# the larger of two round trips (a phase change during the run counts as far)
+max_rtt() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "-") print b; else if (b == "-" || a+0 >= b+0) print a; else print b }'; }
 
 fe() { printf "$@" >&3 2>/dev/null; }   # a command to the front-end's stdin
 
@@ -225,6 +243,7 @@ run_side() {
     ul=$W/$tag.front.log bl=$W/$tag.back.log
     CUR_PFX=$PFX-$SEQ CUR_SOCK=$W/vhost-$SEQ.sock
     rm -f "$CUR_SOCK" "$CUR_SOCK.fifo"
+    CUR_RTT=$(line_rtt)
 
     if [ "$side" = vhostd ]; then
         case $path in loop) be=loopback ;; g2h) be=sink ;; h2g) be=source:$size ;; esac
@@ -299,6 +318,7 @@ run_side() {
     kill -0 "$FPID" 2>/dev/null && log "  $tag: front-end did not quit within 10 s; stopping it"
     run_cleanup
 
+    CUR_RTT=$(max_rtt "$CUR_RTT" "$(line_rtt)")
     local dt=$(( t1 - t0 > 0 ? t1 - t0 : 1 )) foreign steal samples n nz mpps feat rxp txp
     foreign=$(( ((b1 - b0) - (o1 - o0)) * 100 * NCPU / dt )); [ "$foreign" -lt 0 ] && foreign=0
     steal=$(( (s1 - s0) * 100 * NCPU / dt ))
@@ -324,7 +344,9 @@ cat >"$W/report.py" <<'EOF'
 import json, statistics, sys
 mode = sys.argv[1]
 runs_tsv = sys.argv[2] if len(sys.argv) > 2 else "/dev/null"
-FIELDS = "cell path ring mrg ino size side pair status mpps foreign steal features rx_path tx_path samples log".split()
+FIELDS = "cell path ring mrg ino size side pair status mpps foreign steal features rx_path tx_path samples log rtt".split()
+import os
+RTT_FAR = float(os.environ.get("RTT_FAR", "150"))
 runs = []
 for line in open(runs_tsv):
     v = line.rstrip("\n").split("\t")
@@ -337,6 +359,11 @@ for line in open(runs_tsv):
     for k in ("foreign", "steal"):
         r[k] = None if r[k] == "-" else int(r[k])
     r["samples"] = [int(x) for x in r["samples"].split(",") if x]
+    try:
+        r["rtt"] = float(r["rtt"])
+    except ValueError:
+        r["rtt"] = None
+    r["far"] = r["rtt"] is not None and r["rtt"] > RTT_FAR
     runs.append(r)
 
 def side(rs, foreign_max):
@@ -365,6 +392,10 @@ def cells(foreign_max):
             cell[s]["gbps"] = round(m * r0["size"] * 8 / 1000, 3) if m is not None else None
             cell[s]["runs"] = [{k: r[k] for k in ("pair", "status", "mpps", "samples", "foreign", "steal",
                                                   "features", "rx_path", "tx_path")} for r in srs]
+            for run, r in zip(cell[s]["runs"], srs):
+                run["line_rtt_ns"] = r["rtt"]
+                run["far"] = r["far"]
+            cell[s]["far_runs"] = sum(1 for r in srs if r["far"])
             for run in cell[s]["runs"]:
                 f = run["features"]
                 if f.startswith("0x"):
@@ -374,13 +405,19 @@ def cells(foreign_max):
         d, v = cell["dpdk"]["median_mpps"], cell["vhostd"]["median_mpps"]
         cell["ratio"] = round(v / d, 3) if d and v else None
         # the same ratio pair by pair (the two runs of a pair are seconds apart)
-        by_pair = {}
+        by_pair, phase = {}, {}
         for r in rs:
             if r["status"] == "ok":
                 by_pair.setdefault(r["pair"], {})[r["side"]] = r["mpps"]
+                phase.setdefault(r["pair"], {})[r["side"]] = r["far"]
         pr = [round(x["vhostd"] / x["dpdk"], 3) for _, x in sorted(by_pair.items()) if len(x) == 2 and x["dpdk"]]
         cell["pair_ratios"] = pr
         cell["median_pair_ratio"] = round(statistics.median(pr), 3) if pr else None
+        # pairs whose two runs saw the same machine phase (both near or both far)
+        same = [round(x["vhostd"] / x["dpdk"], 3) for p, x in sorted(by_pair.items())
+                if len(x) == 2 and x["dpdk"] and len(set(phase[p].values())) == 1]
+        cell["same_phase_pair_ratios"] = same
+        cell["median_same_phase_ratio"] = round(statistics.median(same), 3) if same else None
         # partial (some runs failed) is flagged, not failed; unsupported = vhostd lacks that back-end
         cell["status"] = "failed" if any(cell[s]["status"] not in ("ok", "partial", "unsupported")
                                          for s in ("dpdk", "vhostd")) else "ok"
@@ -412,6 +449,12 @@ def row(c):
             busy.append(s)
     if busy:
         note.append("busy: " + ",".join(busy))
+    far = ["%s %d/%d" % (s, c[s]["far_runs"], len(c[s]["runs"])) for s in ("dpdk", "vhostd") if c[s]["far_runs"]]
+    if far:
+        note.append("~far: " + ", ".join(far))
+    sp = c["median_same_phase_ratio"]
+    if sp is not None:
+        note.append("same-phase %.2f (%d/%d pairs)" % (sp, len(c["same_phase_pair_ratios"]), len(c["pair_ratios"])))
     ratio = "%.2f" % c["ratio"] if c["ratio"] is not None else "-"
     status = "FAILED: " if c["status"] != "ok" else ""
     return "%-5s %-6s %3d %3d %5d | %s %s | %s %s | %6s | %s" % (
@@ -422,6 +465,8 @@ if mode == "header":
 elif mode == "legend":
     print("Mpps: median over runs of each run's mean front-end rate; !: some runs failed (see note);")
     print("*: other processes took > %s%% of one CPU during a run (busy: sides). vh/DP = vhostd/DPDK." % sys.argv[3])
+    print("~far: runs in the far phase (line round trip > %.0f ns); same-phase: median vhostd/DPDK over" % RTT_FAR)
+    print("pairs whose two runs were in the same phase (the ratio to read when the phases differ).")
 elif mode == "row":
     fm = int(sys.argv[4])
     for c in cells(fm):
@@ -450,7 +495,7 @@ print(json.dumps({
   "settings": {"paths": "$PATHS".split(), "rings": "$RINGS".split(), "mrg": [int(x) for x in "$MRG".split()],
     "in_order": [int(x) for x in "$INORDER".split()], "sizes": [int(x) for x in "$SIZES".split()], "pairs": $PAIRS, "secs": $SECS,
     "warmup": $WARMUP, "order": "$ORDER", "front_cpu": $FRONT_CPU, "back_cpu": $BACK_CPU,
-    "eal_mem": "$EAL_MEM", "vhostd_args": "$VHOSTD_ARGS", "foreign_max_pct": $FOREIGN_MAX,
+    "eal_mem": "$EAL_MEM", "vhostd_args": "$VHOSTD_ARGS", "foreign_max_pct": $FOREIGN_MAX, "rtt_far_ns": $RTT_FAR,
     "rate": "mean of the run's 1-s front-end samples (g2h Tx-pps, else Rx-pps); median over runs"},
 }))
 EOF

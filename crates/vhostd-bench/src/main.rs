@@ -80,6 +80,14 @@ enum Bench {
         #[arg(long)]
         json: Option<String>,
     },
+    /// Cache-line round trip between two spinning threads (on a 2-CPU
+    /// machine: between the two CPUs), in ns: the machine-phase probe
+    /// `bench/dpdk-compare.sh` records beside every run.
+    LineRtt {
+        /// Round trips to time (after 10 % as warm-up).
+        #[arg(long, default_value_t = 200_000)]
+        iters: u64,
+    },
     /// A high-priority queue's latency under a flood on another queue pair.
     Priority {
         /// Request/response round trips per measurement.
@@ -762,6 +770,41 @@ fn isolation(
     }
 }
 
+/// One cache line, alone on its line.
+#[repr(align(128))]
+struct Line(std::sync::atomic::AtomicU64);
+
+/// Two threads hand a counter back and forth through one cache line;
+/// returns ns per round trip (two line transfers).
+fn line_rtt(iters: u64) -> f64 {
+    let line = Arc::new(Line(std::sync::atomic::AtomicU64::new(0)));
+    let warm = iters / 10;
+    let total = warm + iters;
+    let l2 = line.clone();
+    // the echo side: odd values are its own
+    let h = std::thread::spawn(move || {
+        for i in 0..total {
+            while l2.0.load(Ordering::Acquire) != 2 * i + 1 {
+                std::hint::spin_loop();
+            }
+            l2.0.store(2 * i + 2, Ordering::Release);
+        }
+    });
+    let mut t0 = Instant::now();
+    for i in 0..total {
+        if i == warm {
+            t0 = Instant::now();
+        }
+        line.0.store(2 * i + 1, Ordering::Release);
+        while line.0.load(Ordering::Acquire) != 2 * i + 2 {
+            std::hint::spin_loop();
+        }
+    }
+    let dt = t0.elapsed();
+    h.join().unwrap();
+    dt.as_nanos() as f64 / iters.max(1) as f64
+}
+
 fn main() {
     match Args::parse().cmd {
         Bench::Isolation {
@@ -779,5 +822,6 @@ fn main() {
             json,
         } => exits(secs, pings, batch, json),
         Bench::Priority { pings, json } => priority(pings, json),
+        Bench::LineRtt { iters } => println!("{:.1}", line_rtt(iters)),
     }
 }
