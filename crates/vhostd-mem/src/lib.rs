@@ -463,33 +463,41 @@ impl GuestMem {
         self.write(addr, &v.to_le_bytes())
     }
 
-    /// Atomic load of an aligned `u16` with the given ordering (ring indices).
+    /// Atomic load of an aligned little-endian `T` (one region lookup on the
+    /// fast path, vm-memory's generic path across regions).
     #[inline]
-    pub fn load_u16(&self, addr: u64, order: Ordering) -> Result<u16, MemError> {
-        if let Some((m, off)) = self.region_for(addr, 2) {
-            if let Ok(v) = m.load::<u16>(off, order) {
-                return Ok(u16::from_le(v));
+    fn load_le<T: vm_memory::AtomicAccess>(
+        &self,
+        addr: u64,
+        order: Ordering,
+        from_le: fn(T) -> T,
+    ) -> Result<T, MemError> {
+        let len = std::mem::size_of::<T>();
+        if let Some((m, off)) = self.region_for(addr, len) {
+            if let Ok(v) = m.load::<T>(off, order) {
+                return Ok(from_le(v));
             }
         }
         self.mem
-            .load::<u16>(GuestAddress(addr), order)
-            .map(u16::from_le)
-            .map_err(|_| MemError::OutOfBounds { addr, len: 2 })
+            .load::<T>(GuestAddress(addr), order)
+            .map(from_le)
+            .map_err(|_| MemError::OutOfBounds {
+                addr,
+                len: len as u64,
+            })
+    }
+
+    /// Atomic load of an aligned `u16` with the given ordering (ring indices).
+    #[inline]
+    pub fn load_u16(&self, addr: u64, order: Ordering) -> Result<u16, MemError> {
+        self.load_le(addr, order, u16::from_le)
     }
 
     /// Atomic load of an aligned little-endian `u64` with the given ordering
     /// (a packed-ring descriptor's len/id/flags half in one access).
     #[inline]
     pub fn load_u64(&self, addr: u64, order: Ordering) -> Result<u64, MemError> {
-        if let Some((m, off)) = self.region_for(addr, 8) {
-            if let Ok(v) = m.load::<u64>(off, order) {
-                return Ok(u64::from_le(v));
-            }
-        }
-        self.mem
-            .load::<u64>(GuestAddress(addr), order)
-            .map(u64::from_le)
-            .map_err(|_| MemError::OutOfBounds { addr, len: 8 })
+        self.load_le(addr, order, u64::from_le)
     }
 
     /// Atomic store of an aligned `u16` with the given ordering (ring indices).
