@@ -440,13 +440,8 @@ impl PackedQueue {
                 mem.write(self.device, &ev)?;
                 self.event_written = Some(want);
             }
-        } else if self.event_written.map(|e| e.1) != Some(RING_EVENT_FLAGS_ENABLE) {
-            mem.store_u16(
-                at(self.device, 2),
-                RING_EVENT_FLAGS_ENABLE,
-                Ordering::Relaxed,
-            )?;
-            self.event_written = Some((0, RING_EVENT_FLAGS_ENABLE));
+        } else {
+            self.set_event_flags(mem, RING_EVENT_FLAGS_ENABLE)?;
         }
         fence(Ordering::SeqCst);
         self.is_avail(mem, self.seen)
@@ -455,13 +450,18 @@ impl PackedQueue {
     /// Tells the driver kicks are not needed. With EVENT_IDX nothing is
     /// written: the event offset stays behind, the driver kicks at most once.
     pub fn disable_notification(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
-        if !self.event_idx && self.event_written.map(|e| e.1) != Some(RING_EVENT_FLAGS_DISABLE) {
-            mem.store_u16(
-                at(self.device, 2),
-                RING_EVENT_FLAGS_DISABLE,
-                Ordering::Relaxed,
-            )?;
-            self.event_written = Some((0, RING_EVENT_FLAGS_DISABLE));
+        if !self.event_idx {
+            self.set_event_flags(mem, RING_EVENT_FLAGS_DISABLE)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the device event structure's flags (without EVENT_IDX), only
+    /// when they change.
+    fn set_event_flags(&mut self, mem: &GuestMem, flags: u16) -> Result<(), QueueError> {
+        if self.event_written.map(|e| e.1) != Some(flags) {
+            mem.store_u16(at(self.device, 2), flags, Ordering::Relaxed)?;
+            self.event_written = Some((0, flags));
         }
         Ok(())
     }
