@@ -156,6 +156,18 @@ impl PortHandler {
             return Ok(());
         }
         let mem = self.mem.clone().ok_or(invalid("no memory table"))?;
+        if mem.faulted() {
+            // the front-end shrank this table's memory: no ring runs on it
+            // again until a new table comes (THREAT-MODEL)
+            self.port.set_error(format!(
+                "queue {vq}: guest memory shrank under its mapping; a new memory table is needed"
+            ));
+            warn_rl!(
+                "port {} queue {vq}: not started: guest memory shrank under its mapping",
+                self.port.name
+            );
+            return Err(VuError::InvalidParam);
+        }
         let cfg = NetConfig::from_features(self.acked);
         let (dl, al, ul) = if cfg.packed {
             vhostd_virtq::packed_ring_sizes(v.size)

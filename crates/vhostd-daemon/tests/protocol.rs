@@ -341,6 +341,17 @@ fn test_frontend_shrinking_guest_memory_stops_rings_not_the_daemon() {
             "rings on vanished memory are stopped and counted"
         );
         assert!(vhostd_mem::fault_count() >= 1);
+        // a new kick fd would revive a broken ring; on this memory it may not
+        let kick = EventFd::new(0).unwrap();
+        let _ = g.frontend.fe.set_vring_kick(1, &kick);
+        let running = |d: &Daemon| {
+            d.port
+                .report()
+                .queues
+                .iter()
+                .any(|q| q.index == 1 && q.running)
+        };
+        assert!(!running(&d), "no ring restarts on memory that shrank");
         drop(g);
         h.join().unwrap();
     }
