@@ -482,7 +482,6 @@ impl Worker {
     }
 
     fn finish(&mut self, dir: Dir, res: Result<Outcome, QueueError>, now: Instant) -> bool {
-        let vq = self.vq(dir);
         if res.as_ref().is_ok_and(|o| o.published) {
             self.did_work = true;
         }
@@ -518,29 +517,38 @@ impl Worker {
                 out.status == Status::More
             }
             Err(e) => {
-                // Broken ring: stop this queue, keep every other one going.
-                // The front-end's reset (new kick / reconnect) revives it.
-                r.broken = true;
-                r.stats.ring_errors.inc();
-                if let Some(f) = r.err.as_ref() {
-                    signal_eventfd(f);
-                }
-                let guest = if e.is_guest_fault() {
+                let who = if e.is_guest_fault() {
                     "guest"
                 } else {
                     "front-end"
                 };
-                warn_rl!(
-                    "port {} queue {vq}: ring stopped ({guest} fault): {e}",
-                    self.port.name
-                );
-                if let Some(b) = self.port.broken.get(vq) {
-                    b.store(true, Ordering::Relaxed);
-                }
-                self.port.set_error(format!("queue {vq}: {e}"));
+                self.break_ring(dir, who, &e);
                 false
             }
         }
+    }
+
+    /// Stops ring `dir` as broken, keeping every other one going: counted
+    /// (`ring_errors`), the error eventfd signalled, a rate-limited warning,
+    /// the port's state and last error set. The front-end's reset (new
+    /// kick, table or connection) revives it.
+    fn break_ring(&mut self, dir: Dir, who: &str, why: &dyn std::fmt::Display) {
+        let vq = self.vq(dir);
+        if let Some(r) = self.ring_mut(dir) {
+            r.broken = true;
+            r.stats.ring_errors.inc();
+            if let Some(f) = r.err.as_ref() {
+                signal_eventfd(f);
+            }
+        }
+        warn_rl!(
+            "port {} queue {vq}: ring stopped ({who} fault): {why}",
+            self.port.name
+        );
+        if let Some(b) = self.port.broken.get(vq) {
+            b.store(true, Ordering::Relaxed);
+        }
+        self.port.set_error(format!("queue {vq}: {why}"));
     }
 
     /// Stops every ring whose guest memory lost pages under its mapping
@@ -550,27 +558,9 @@ impl Worker {
     /// reconnect) revives it.
     fn stop_faulted_rings(&mut self) {
         for dir in [Dir::Rx, Dir::Tx, Dir::Ctrl] {
-            let vq = self.vq(dir);
-            let Some(r) = self.ring_mut(dir) else {
-                continue;
-            };
-            if r.broken || !r.mem.faulted() {
-                continue;
+            if self.ring(dir).is_some_and(|r| !r.broken && r.mem.faulted()) {
+                self.break_ring(dir, "front-end", &"guest memory shrank under its mapping");
             }
-            r.broken = true;
-            r.stats.ring_errors.inc();
-            if let Some(f) = r.err.as_ref() {
-                signal_eventfd(f);
-            }
-            warn_rl!(
-                "port {} queue {vq}: ring stopped (front-end fault): guest memory shrank under its mapping",
-                self.port.name
-            );
-            if let Some(b) = self.port.broken.get(vq) {
-                b.store(true, Ordering::Relaxed);
-            }
-            self.port
-                .set_error(format!("queue {vq}: guest memory shrank under its mapping"));
         }
     }
 
