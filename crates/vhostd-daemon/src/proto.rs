@@ -59,10 +59,13 @@ struct Vring {
     /// starts disabled and waits for SET_VRING_ENABLE 1 (without it, rings
     /// run as soon as they are kicked: see `sync_ring`). QEMU sends its
     /// enables before SET_FEATURES, which the vhost crate would refuse; the
-    /// shim (quirks.rs) hands those to `set_vring_enable` instead.
+    /// shim (quirks.rs) hands those to `set_vring_enable_early` instead.
     enabled: bool,
     started: bool,
     running: bool,
+    /// An early enable (shim thread) wants this ring running; the
+    /// connection thread starts it after its next request.
+    deferred: bool,
 }
 
 /// Handler state for one front-end connection.
@@ -141,13 +144,21 @@ impl PortHandler {
         }
     }
 
+    /// Whether ring `vq` should be running now.
+    fn wants_running(&self, vq: usize) -> bool {
+        self.vrings.get(vq).is_some_and(|v| {
+            let enabled = v.enabled || !self.proto_acked();
+            v.started && enabled && v.addr_set && v.size > 0 && self.mem.is_some()
+        })
+    }
+
     /// Starts or stops ring `vq` so that it runs exactly when it should.
     fn sync_ring(&mut self, vq: usize) -> VuResult<()> {
-        let Some(v) = self.vrings.get(vq) else {
+        let want = self.wants_running(vq);
+        let Some(v) = self.vrings.get_mut(vq) else {
             return Err(VuError::InvalidParam);
         };
-        let enabled = v.enabled || !self.proto_acked();
-        let want = v.started && enabled && v.addr_set && v.size > 0 && self.mem.is_some();
+        v.deferred = false;
         if !want {
             self.stop_ring(vq);
             return Ok(());
@@ -267,6 +278,45 @@ impl PortHandler {
             }
         }
         res
+    }
+
+    /// `SET_VRING_ENABLE` from a front-end that sends it before
+    /// `SET_FEATURES` (QEMU >= 8 at device reset), which the `vhost` crate
+    /// refuses; the shim (quirks.rs) answers it and calls this on its own
+    /// thread. That thread's seccomp filter allows no new fds, so a ring
+    /// this would start (which dups its eventfds) is left to the connection
+    /// thread, which starts it after its next request
+    /// ([`Self::sync_deferred`]); stopping one is done here.
+    pub fn set_vring_enable_early(&mut self, index: u32, enable: bool) -> VuResult<()> {
+        log::debug!(
+            "port {}: SET_VRING_ENABLE {index} {enable} (before SET_FEATURES)",
+            self.port.name
+        );
+        let vq = self.vring_index(index)?;
+        let want = {
+            if let Some(v) = self.vrings.get_mut(vq) {
+                v.enabled = enable;
+            }
+            self.wants_running(vq)
+        };
+        match self.vrings.get_mut(vq) {
+            Some(v) if want && !v.running => {
+                v.deferred = true;
+                Ok(())
+            }
+            _ => self.sync_ring(vq),
+        }
+    }
+
+    /// Starts the rings an early enable left for this (the connection)
+    /// thread. Called after every request.
+    pub fn sync_deferred(&mut self) {
+        for vq in 0..self.vrings.len() {
+            if self.vrings.get(vq).is_some_and(|v| v.deferred) {
+                // a refusal is logged and recorded by sync_ring itself
+                let _ = self.sync_ring(vq);
+            }
+        }
     }
 
     /// Stops all rings and forgets the connection's state (disconnect,

@@ -10,6 +10,11 @@
 //! byte for byte with its file descriptors; the shim only reads the 12-byte
 //! header framing (request, flags, size) and never interprets payloads
 //! except that one message's (index, num) pair.
+//!
+//! Both threads read what the front-end sends before anything else does, so
+//! each stacks a seccomp filter of its own (`seccomp::enter_shim`): socket
+//! messages, memory and futexes only; no new fds beyond those the front-end
+//! passes, no mmap of them, no files.
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::mem::MaybeUninit;
@@ -24,7 +29,6 @@ use rustix::net::{
     recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags,
 };
-use vhost::vhost_user::VhostUserBackendReqHandlerMut;
 
 use crate::proto::PortHandler;
 
@@ -130,6 +134,18 @@ fn write_msg(sock: &UnixStream, hdr: &[u8], payload: &[u8], fds: &[OwnedFd]) -> 
     Ok(())
 }
 
+/// Stacks the shim's seccomp filter on this thread (when the daemon's is
+/// installed). False if that failed: the thread must not go on.
+fn enter_sandbox(dir: &str) -> bool {
+    match crate::seccomp::enter_shim() {
+        Ok(()) => true,
+        Err(e) => {
+            log::error!("shim ({dir}): {e}; closing the connection");
+            false
+        }
+    }
+}
+
 /// The two forwarding threads of one connection.
 #[derive(Debug)]
 pub struct Shim {
@@ -151,6 +167,11 @@ impl Shim {
         let to_backend = std::thread::Builder::new()
             .name("vhostd-shim-in".into())
             .spawn(move || {
+                if !enter_sandbox("in") {
+                    let _ = front.shutdown(Shutdown::Both);
+                    let _ = inner.shutdown(Shutdown::Both);
+                    return;
+                }
                 while let Ok(Some(m)) = read_msg(&front) {
                     let req = m.field(0);
                     if req == REQ_SET_FEATURES {
@@ -163,9 +184,9 @@ impl Shim {
                         let index = m.payload_u32(0).unwrap_or(u32::MAX);
                         let num = m.payload_u32(1).unwrap_or(u32::MAX);
                         let ok = num <= 1
-                            && handler
-                                .lock()
-                                .is_ok_and(|mut h| h.set_vring_enable(index, num == 1).is_ok());
+                            && handler.lock().is_ok_and(|mut h| {
+                                h.set_vring_enable_early(index, num == 1).is_ok()
+                            });
                         if m.field(1) & FLAG_NEED_REPLY != 0 {
                             let mut hdr = [0u8; HDR_LEN];
                             hdr[..4].copy_from_slice(&REQ_SET_VRING_ENABLE.to_le_bytes());
@@ -190,6 +211,10 @@ impl Shim {
         let to_front = std::thread::Builder::new()
             .name("vhostd-shim-out".into())
             .spawn(move || {
+                if !enter_sandbox("out") {
+                    let _ = inner_r.shutdown(Shutdown::Both);
+                    return;
+                }
                 while let Ok(Some(m)) = read_msg(&inner_r) {
                     let sent = front_w
                         .lock()

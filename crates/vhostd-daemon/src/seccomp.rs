@@ -71,7 +71,6 @@ const COMMON: &[i64] = &[
     libc::SYS_getrandom,
     libc::SYS_rseq,
     libc::SYS_set_robust_list,
-    libc::SYS_fcntl,
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
     libc::SYS_epoll_ctl,
@@ -88,6 +87,7 @@ const COMMON: &[i64] = &[
 /// The rest of the daemon: connections, fds over the socket, memory tables,
 /// new threads per connection, the control socket, the signal thread.
 const DAEMON: &[i64] = &[
+    libc::SYS_fcntl,
     libc::SYS_accept,
     libc::SYS_accept4,
     libc::SYS_connect,
@@ -122,7 +122,18 @@ const DAEMON: &[i64] = &[
     libc::SYS_sched_setaffinity,
 ];
 
-static WORKER_MODE: OnceLock<Mode> = OnceLock::new();
+/// What the shim threads (quirks.rs) add to [`COMMON`]: passing the
+/// front-end's messages and fds along, and closing the connection.
+const SHIM: &[i64] = &[
+    libc::SYS_recvmsg,
+    libc::SYS_recvfrom,
+    libc::SYS_sendmsg,
+    libc::SYS_sendto,
+    libc::SYS_shutdown,
+];
+
+/// The mode of the per-thread filters, set once [`install`] ran.
+static THREAD_MODE: OnceLock<Mode> = OnceLock::new();
 
 /// The two TAP ioctls a worker makes when features change (the TAP back-end
 /// applies the guest's header size and offloads on its worker thread).
@@ -131,7 +142,23 @@ const WORKER_IOCTLS: &[u64] = &[
     0x4004_54d8, /* TUNSETVNETHDRSZ */
 ];
 
-fn program(calls: &[&[i64]], ioctls: Option<&[u64]>, mode: Mode) -> Result<BpfProgram, String> {
+/// `fcntl` commands the per-thread filters allow: flags only. No
+/// `F_DUPFD`/`F_DUPFD_CLOEXEC`, which is how `File::try_clone` makes a new
+/// fd (the daemon-wide filter allows every `fcntl`).
+const FCNTL_FLAGS: &[u64] = &[
+    libc::F_GETFD as u64,
+    libc::F_SETFD as u64,
+    libc::F_GETFL as u64,
+    libc::F_SETFL as u64,
+];
+
+/// A filter allowing `calls`, and each `(call, values)` of `by_arg1` only
+/// when its argument 1 (ioctl request, fcntl command) is one of `values`.
+fn program(
+    calls: &[&[i64]],
+    by_arg1: &[(i64, &[u64])],
+    mode: Mode,
+) -> Result<BpfProgram, String> {
     let mismatch = match mode {
         Mode::Kill => SeccompAction::KillProcess,
         Mode::Log => SeccompAction::Log,
@@ -142,15 +169,18 @@ fn program(calls: &[&[i64]], ioctls: Option<&[u64]>, mode: Mode) -> Result<BpfPr
         .flat_map(|l| l.iter())
         .map(|&n| (n, Vec::new()))
         .collect();
-    if let Some(reqs) = ioctls {
-        // ioctl only with these request numbers (argument 1)
+    for &(call, values) in by_arg1 {
+        // (an empty rule list would allow the call with any argument)
+        if values.is_empty() {
+            continue;
+        }
         let mut rs = Vec::new();
-        for &r in reqs {
-            let c = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, r)
+        for &v in values {
+            let c = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v)
                 .map_err(|e| format!("seccomp condition: {e}"))?;
             rs.push(SeccompRule::new(vec![c]).map_err(|e| format!("seccomp rule: {e}"))?);
         }
-        rules.insert(libc::SYS_ioctl, rs);
+        rules.insert(call, rs);
     }
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
         .map_err(|e| format!("seccomp filter: {e}"))?;
@@ -164,9 +194,9 @@ pub fn install(mode: Mode) -> Result<(), String> {
     if mode == Mode::Off {
         return Ok(());
     }
-    let prog = program(&[COMMON, DAEMON], None, mode)?;
+    let prog = program(&[COMMON, DAEMON], &[], mode)?;
     seccompiler::apply_filter_all_threads(&prog).map_err(|e| format!("seccomp: {e}"))?;
-    let _ = WORKER_MODE.set(mode);
+    let _ = THREAD_MODE.set(mode);
     log::info!("seccomp filter installed ({mode:?})");
     Ok(())
 }
@@ -175,9 +205,26 @@ pub fn install(mode: Mode) -> Result<(), String> {
 /// filter on this thread if [`install`] armed it. Workers need no sockets,
 /// no new fds, no threads, and only two TAP ioctls.
 pub fn enter_worker() -> Result<(), String> {
-    let Some(&mode) = WORKER_MODE.get() else {
+    let Some(&mode) = THREAD_MODE.get() else {
         return Ok(());
     };
-    let prog = program(&[COMMON], Some(WORKER_IOCTLS), mode)?;
+    let prog = program(
+        &[COMMON],
+        &[(libc::SYS_ioctl, WORKER_IOCTLS), (libc::SYS_fcntl, FCNTL_FLAGS)],
+        mode,
+    )?;
     seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp (worker): {e}"))
+}
+
+/// Called by each shim thread (quirks.rs) before it reads the front-end:
+/// stacks the shim filter on this thread if [`install`] armed it. A shim
+/// thread only moves messages and their fds between two sockets (early
+/// `SET_VRING_ENABLE` only records state or stops a ring: see
+/// `PortHandler::set_vring_enable_early`).
+pub fn enter_shim() -> Result<(), String> {
+    let Some(&mode) = THREAD_MODE.get() else {
+        return Ok(());
+    };
+    let prog = program(&[COMMON, SHIM], &[(libc::SYS_fcntl, FCNTL_FLAGS)], mode)?;
+    seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp (shim): {e}"))
 }

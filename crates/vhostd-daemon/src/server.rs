@@ -67,7 +67,12 @@ pub fn serve_connection(port: &Arc<Port>, workers: &Arc<Vec<WorkerHandle>>, stre
     let (inner, shim) = shim;
     let mut req = BackendReqHandler::from_stream(inner, handler.clone());
     loop {
-        match req.handle_request() {
+        let res = req.handle_request();
+        // rings an early SET_VRING_ENABLE (shim thread) left to this thread
+        if let Ok(mut h) = handler.lock() {
+            h.sync_deferred();
+        }
+        match res {
             Ok(()) => {}
             Err(VuError::Disconnected) | Err(VuError::PartialMessage) => {
                 log::info!("port {}: front-end disconnected", port.name);

@@ -8,13 +8,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{eth_frame, swapped, T};
+use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use vhostd_testkit::{FakeGuest, GuestOptions};
 
 const VHOSTD: &str = env!("CARGO_BIN_EXE_vhostd");
@@ -275,7 +278,7 @@ fn threads(pid: u32) -> Vec<(String, String)> {
 }
 
 #[test]
-fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers() {
+fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers_and_shims() {
     for (mode, want_main, want_worker) in [("kill", "1", "2"), ("log", "1", "2"), ("off", "0", "0")]
     {
         let d = tmpdir(&format!("seccomp-{mode}"));
@@ -306,11 +309,14 @@ fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers() {
             assert_eq!(g.recv_n(qp, 1, T), vec![swapped(&f)], "{mode}");
         }
         let ts = threads(pid);
-        let mut workers = 0;
+        let (mut workers, mut shims) = (0, 0);
         for (tid, comm) in &ts {
             let (on, n) = thread_seccomp(pid, tid);
             let want = if comm.starts_with("vhostd-port0-q") {
                 workers += 1;
+                want_worker
+            } else if comm.starts_with("vhostd-shim") {
+                shims += 1;
                 want_worker
             } else {
                 want_main
@@ -323,6 +329,7 @@ fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers() {
             );
         }
         assert_eq!(workers, 2, "{mode}: threads {ts:?}");
+        assert_eq!(shims, 2, "{mode}: threads {ts:?}");
         // still serving after the filters: a second connection works
         drop(g);
         let mut g =
@@ -335,4 +342,103 @@ fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers() {
             "{mode}: after reconnect"
         );
     }
+}
+
+/// One raw vhost-user message with `fds` attached.
+fn send_raw(s: &UnixStream, req: u32, flags: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) {
+    let mut hdr = Vec::new();
+    hdr.extend_from_slice(&req.to_le_bytes());
+    hdr.extend_from_slice(&flags.to_le_bytes());
+    hdr.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() {
+        assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
+    }
+    let sent = sendmsg(
+        s,
+        &[IoSlice::new(&hdr), IoSlice::new(payload)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )
+    .unwrap();
+    assert_eq!(sent, hdr.len() + payload.len());
+}
+
+/// One raw reply: (request, payload).
+fn recv_raw(s: &UnixStream) -> (u32, Vec<u8>) {
+    let mut h = [0u8; 12];
+    (&*s).read_exact(&mut h).unwrap();
+    let f = |i: usize| u32::from_le_bytes(h[4 * i..4 * i + 4].try_into().unwrap());
+    let mut p = vec![0u8; f(2) as usize];
+    (&*s).read_exact(&mut p).unwrap();
+    (f(0), p)
+}
+
+fn le(words: &[u64], widths: &[usize]) -> Vec<u8> {
+    words
+        .iter()
+        .zip(widths)
+        .flat_map(|(w, &n)| w.to_le_bytes()[..n].to_vec())
+        .collect()
+}
+
+#[test]
+fn test_bin_seccomp_early_enable_that_would_start_a_ring_is_left_to_the_connection_thread() {
+    // The shim thread answers SET_VRING_ENABLE sent before SET_FEATURES
+    // (QEMU >= 8), under a filter that allows no new fds. If that enable
+    // started a ring there (dup of its eventfds), the filter would kill the
+    // daemon. Set up: a ring whose start failed (its kick fd is a memfd,
+    // which epoll refuses), so it wants to run and is not running; then the
+    // early enable. The daemon must stay up and serve the next front-end.
+    let d = tmpdir("early-enable");
+    let sock = d.join("v.sock");
+    let mut p = spawn(&[
+        "--socket-path",
+        sock.to_str().unwrap(),
+        "--backend",
+        "loopback",
+        "--seccomp",
+        "kill",
+    ]);
+    assert!(wait_path(&sock));
+    let s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mem = memfd::MemfdOptions::default()
+        .create("early")
+        .unwrap()
+        .into_file();
+    mem.set_len(1 << 20).unwrap();
+    let ua = 0x7000_0000_0000u64;
+    send_raw(&s, 3, 1, &[], &[]); // SET_OWNER
+    send_raw(&s, 1, 1, &[], &[]); // GET_FEATURES
+    assert_eq!(recv_raw(&s).0, 1);
+    // SET_MEM_TABLE: one region of 1 MiB at gpa 0
+    let mt = le(&[1, 0, 0, 1 << 20, ua, 0], &[4, 4, 8, 8, 8, 8]);
+    send_raw(&s, 5, 1, &mt, &[mem.as_fd()]);
+    send_raw(&s, 8, 1, &le(&[0, 256], &[4, 4]), &[]); // SET_VRING_NUM 0 256
+    let addr = le(&[0, 0, ua, ua + 0x2000, ua + 0x1000, 0], &[4, 4, 8, 8, 8, 8]);
+    send_raw(&s, 9, 1, &addr, &[]); // SET_VRING_ADDR
+    send_raw(&s, 10, 1, &le(&[0, 0], &[4, 4]), &[]); // SET_VRING_BASE 0 0
+    send_raw(&s, 12, 1, &0u64.to_le_bytes(), &[mem.as_fd()]); // SET_VRING_KICK: a memfd
+    // the shim answers the early enable on its own, possibly before the
+    // connection thread has handled what came before: a reply first
+    send_raw(&s, 1, 1, &[], &[]);
+    assert_eq!(recv_raw(&s).0, 1);
+    send_raw(&s, 18, 1 | 0x8, &le(&[0, 1], &[4, 4]), &[]); // SET_VRING_ENABLE 0 1, NEED_REPLY
+    let (req, _) = recv_raw(&s);
+    assert_eq!(req, 18, "early enable acked");
+    send_raw(&s, 1, 1, &[], &[]); // the connection thread goes on (and retries the ring)
+    assert_eq!(recv_raw(&s).0, 1, "still answering");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        p.0.try_wait().unwrap().is_none(),
+        "vhostd died: {:?}",
+        p.0.try_wait()
+    );
+    drop(s);
+    let mut g = FakeGuest::connect(UnixStream::connect(&sock).unwrap(), GuestOptions::default());
+    let f = eth_frame(300, 5);
+    g.send(0, &f);
+    assert_eq!(g.recv_n(0, 1, T), vec![swapped(&f)]);
 }
