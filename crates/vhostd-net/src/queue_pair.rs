@@ -11,7 +11,7 @@
 use vhostd_api::{Count, QueueStats};
 use vhostd_backend::{Backend, BackendError, MAX_PACKET};
 use vhostd_mem::GuestMem;
-use vhostd_virtq::{Chain, Queue, QueueError, UsedRef};
+use vhostd_virtq::{Chain, Queue, QueueError, Single, UsedRef, BATCH};
 
 use crate::hdr::{self, NUM_BUFFERS_END, NUM_BUFFERS_OFFSET};
 use crate::NetConfig;
@@ -83,6 +83,34 @@ impl Outcome {
     };
 }
 
+/// The back-end's next frame into `buf`, runts (shorter than the virtio-net
+/// header, or longer than the buffer) dropped and counted. `None` when the
+/// back-end has nothing (or failed, counted, or gave [`BURST`] runts).
+fn next_frame(
+    backend: &mut dyn Backend,
+    buf: &mut Vec<u8>,
+    hl: usize,
+    stats: &mut QueueStats,
+) -> Option<usize> {
+    // a back-end full of runts is looked at again on the next pass
+    for _ in 0..BURST {
+        match backend.recv_owned(buf) {
+            Ok(None) => return None,
+            Ok(Some(n)) if n < hl || n > buf.len() => {
+                stats.dropped_runt.inc();
+                stats.drops.inc();
+            }
+            Ok(Some(n)) => return Some(n),
+            Err(_) => {
+                stats.dropped_backend.inc();
+                stats.drops.inc();
+                return None;
+            }
+        }
+    }
+    None
+}
+
 enum Place {
     /// Delivered.
     Placed,
@@ -108,6 +136,8 @@ pub struct QueuePair {
     /// Length of the packet waiting in `rx_buf` (0: none).
     rx_pending: usize,
     rx_heads: Vec<(UsedRef, u32)>,
+    /// RX chains taken by one `pop_batch` (packed ring).
+    rx_batch: [Single; BATCH],
     /// Ask for kicks when idle (false while the caller polls).
     notify: bool,
 }
@@ -127,6 +157,7 @@ impl QueuePair {
             rx_buf: vec![0u8; MAX_PACKET],
             rx_pending: 0,
             rx_heads: Vec::with_capacity(256),
+            rx_batch: [Single::default(); BATCH],
             notify: true,
         }
     }
@@ -325,19 +356,74 @@ impl QueuePair {
                 break Status::More;
             }
             if self.rx_pending == 0 {
-                match self.backend.recv_owned(&mut self.rx_buf) {
-                    Ok(None) => break Status::Idle,
-                    Ok(Some(n)) if n < hl || n > self.rx_buf.len() => {
-                        stats.dropped_runt.inc();
-                        stats.drops.inc();
-                        continue;
+                match next_frame(self.backend.as_mut(), &mut self.rx_buf, hl, stats) {
+                    Some(n) => self.rx_pending = n,
+                    None => break Status::Idle,
+                }
+            }
+            if delivered.saturating_add(BATCH) <= BURST
+                && q.pop_batch(mem, true, &mut self.rx_batch)?
+            {
+                // Packed ring, four single-buffer chains in one descriptor
+                // line (DPDK's batch): one frame goes into each (the first
+                // is the one already waiting in rx_buf), no Chain
+                // bookkeeping. (Prefetching the four buffers first made it
+                // slower: 28 vs 40 Mpps; the lines are the front-end's, and
+                // a read prefetch only adds a second transfer for the write.)
+                let mut kept = 0usize;
+                let mut idle = false;
+                let mut too_big = false;
+                for s in self.rx_batch.iter() {
+                    let n = match std::mem::take(&mut self.rx_pending) {
+                        0 => match next_frame(self.backend.as_mut(), &mut self.rx_buf, hl, stats) {
+                            Some(n) => n,
+                            None => {
+                                idle = true;
+                                break;
+                            }
+                        },
+                        n => n,
+                    };
+                    let Some(pkt) = self.rx_buf.get_mut(..n).filter(|_| n <= s.len as usize)
+                    else {
+                        // larger than this buffer: the general path below
+                        // (several buffers with MRG_RXBUF, or a drop)
+                        self.rx_pending = n;
+                        too_big = true;
+                        break;
+                    };
+                    if hl == 12 {
+                        // fits one buffer: num_buffers is 1, mergeable or not
+                        if let Some(nb) = pkt.get_mut(NUM_BUFFERS_OFFSET..NUM_BUFFERS_END) {
+                            nb.copy_from_slice(&1u16.to_le_bytes());
+                        }
                     }
-                    Ok(Some(n)) => self.rx_pending = n,
-                    Err(_) => {
-                        stats.dropped_backend.inc();
-                        stats.drops.inc();
-                        break Status::Idle;
+                    kept = kept.saturating_add(1);
+                    used = used.saturating_add(1);
+                    if mem.write(s.addr, pkt).is_err() {
+                        // (pop_batch checked the buffer; memory does not
+                        // shrink under us) complete it empty, keep the frame
+                        q.add_used(mem, s.used_ref(), 0)?;
+                        stats.bad_chains.inc();
+                        self.rx_pending = n;
+                        break;
                     }
+                    q.add_used(mem, s.used_ref(), u32::try_from(n).unwrap_or(u32::MAX))?;
+                    delivered = delivered.saturating_add(1);
+                    stats.packets.inc();
+                    stats.bytes.add_n(n.saturating_sub(hl) as u64);
+                    if hdr::is_gso(pkt) {
+                        stats.gso_packets.inc();
+                    }
+                }
+                if kept < BATCH {
+                    q.unpop_batch(kept);
+                }
+                if idle {
+                    break Status::Idle;
+                }
+                if !too_big {
+                    continue;
                 }
             }
             let len = self.rx_pending;

@@ -469,3 +469,172 @@ fn test_packed_config_checks() {
         Err(QueueError::BadBase(_))
     ));
 }
+
+/// What `pop` takes from the same ring state: (id, addr, len) of
+/// single-descriptor chains.
+fn pop_singles(q: &mut PackedQueue, m: &TestMemory, n: usize) -> Vec<Single> {
+    let mut c = Chain::default();
+    (0..n)
+        .map(|_| {
+            assert!(q.pop(&m.mem, &mut c).unwrap());
+            assert_eq!((c.descs(), c.error(), c.segments().len()), (1, None, 1));
+            let s = c.segments()[0];
+            Single {
+                addr: s.addr,
+                len: s.len,
+                id: c.head(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn test_packed_pop_batch_takes_what_pop_takes_over_many_wraps() {
+    // same ring contents through pop_batch and through pop, lap after lap
+    // (the wrap counter flips every 2 groups)
+    let (m, mut drv, mut q) = setup(8, true, false);
+    let (m2, mut drv2, mut q2) = setup(8, true, false);
+    let mut batch = [Single::default(); BATCH];
+    for round in 0..50u32 {
+        let len = 100 + round;
+        assert_eq!(drv.post_rx(4, len), 4);
+        assert_eq!(drv2.post_rx(4, len), 4);
+        assert!(q.pop_batch(&m.mem, true, &mut batch).unwrap(), "round {round}");
+        assert_eq!(batch.to_vec(), pop_singles(&mut q2, &m2, 4), "round {round}");
+        // nothing more: a second batch finds nothing available
+        assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap());
+        for (k, s) in batch.iter().enumerate() {
+            m.mem.write(s.addr, &[k as u8; 8]).unwrap();
+            q.add_used(&m.mem, s.id, 1, 8).unwrap();
+        }
+        q.publish_used(&m.mem).unwrap();
+        let used = drv.used();
+        assert_eq!(
+            used.iter().map(|u| u.0).collect::<Vec<_>>(),
+            batch.iter().map(|s| s.id).collect::<Vec<_>>()
+        );
+        for (k, (id, l)) in used.into_iter().enumerate() {
+            assert_eq!(drv.take_rx(id, l), vec![k as u8; 8]);
+        }
+        for s in &batch {
+            q2.add_used(&m2.mem, s.id, 1, 0).unwrap();
+        }
+        q2.publish_used(&m2.mem).unwrap();
+        for (id, l) in drv2.used() {
+            drv2.take_rx(id, l);
+        }
+    }
+    assert_eq!(q.next_avail(), drv.next_avail());
+    assert_eq!(q.next_used(), drv.next_used());
+}
+
+#[test]
+fn test_packed_pop_batch_declines_and_takes_nothing() {
+    let mut batch = [Single::default(); BATCH];
+    let good = PackedDesc {
+        addr: BASE + 0x10000,
+        len: 64,
+        id: 0,
+        flags: VRING_DESC_F_WRITE,
+    };
+    // (descriptors pushed as 4 separate chains unless noted, why)
+    let cases: Vec<(Vec<Vec<PackedDesc>>, &str)> = vec![
+        (vec![vec![good]; 3], "only 3 available"),
+        (
+            vec![vec![good], vec![good], vec![PackedDesc { flags: 0, ..good }], vec![good]],
+            "one device-readable",
+        ),
+        (
+            vec![vec![good], vec![good, PackedDesc { id: 7, ..good }], vec![good]],
+            "a 2-descriptor chain",
+        ),
+        (
+            vec![
+                vec![good],
+                vec![good],
+                vec![good],
+                vec![PackedDesc {
+                    flags: VRING_DESC_F_WRITE | VRING_DESC_F_INDIRECT,
+                    ..good
+                }],
+            ],
+            "indirect",
+        ),
+        (
+            vec![
+                vec![good],
+                vec![PackedDesc {
+                    addr: 1 << 40,
+                    ..good
+                }],
+                vec![good],
+                vec![good],
+            ],
+            "a buffer outside memory",
+        ),
+        (
+            vec![
+                vec![good],
+                vec![PackedDesc {
+                    addr: u64::MAX - 8,
+                    ..good
+                }],
+                vec![good],
+                vec![good],
+            ],
+            "a buffer wrapping the address space",
+        ),
+    ];
+    for (chains, why) in cases {
+        let (m, mut drv, mut q) = setup(16, false, false);
+        for (k, c) in chains.iter().enumerate() {
+            let c: Vec<_> = c
+                .iter()
+                .enumerate()
+                .map(|(j, d)| PackedDesc {
+                    id: (k * 4 + j) as u16,
+                    flags: d.flags | if j + 1 < c.len() { VRING_DESC_F_NEXT } else { 0 },
+                    ..*d
+                })
+                .collect();
+            drv.push_raw(&c);
+        }
+        let before = (q.next_avail(), q.mark());
+        assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap(), "{why}");
+        assert_eq!((q.next_avail(), q.mark()), before, "{why}: took something");
+        // pop still takes the first chain as it is
+        let mut c = Chain::default();
+        assert!(q.pop(&m.mem, &mut c).unwrap(), "{why}");
+        assert_eq!(c.head(), 0, "{why}");
+    }
+    // the right descriptors, asked for the other direction
+    let (m, mut drv, mut q) = setup(16, false, false);
+    assert_eq!(drv.post_rx(4, 64), 4);
+    assert!(!q.pop_batch(&m.mem, false, &mut batch).unwrap());
+    assert!(q.pop_batch(&m.mem, true, &mut batch).unwrap());
+    // not at a group start: after one pop, the next group is not aligned
+    let (m, mut drv, mut q) = setup(16, false, false);
+    assert_eq!(drv.post_rx(8, 64), 8);
+    let mut c = Chain::default();
+    assert!(q.pop(&m.mem, &mut c).unwrap());
+    assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap(), "slot 1");
+    // a size that is not a multiple of 4: the last group would wrap
+    let (m, mut drv, mut q) = setup(6, false, false);
+    assert_eq!(drv.post_rx(6, 64), 6);
+    assert!(q.pop_batch(&m.mem, true, &mut batch).unwrap(), "slots 0-3");
+    assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap(), "slots 4, 5, 0, 1");
+    assert_eq!(pop_singles(&mut q, &m, 2).len(), 2);
+}
+
+#[test]
+fn test_packed_unpop_batch_gives_back_the_rest() {
+    let (m, mut drv, mut q) = setup(16, false, false);
+    assert_eq!(drv.post_rx(4, 64), 4);
+    let mut batch = [Single::default(); BATCH];
+    assert!(q.pop_batch(&m.mem, true, &mut batch).unwrap());
+    let all = batch;
+    q.unpop_batch(1);
+    assert_eq!(pop_singles(&mut q, &m, 3), all[1..].to_vec());
+    let mut c = Chain::default();
+    assert!(!q.pop(&m.mem, &mut c).unwrap());
+}

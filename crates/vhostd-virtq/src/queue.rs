@@ -3,7 +3,7 @@
 use vhostd_mem::GuestMem;
 
 use crate::chain::Chain;
-use crate::packed::PackedQueue;
+use crate::packed::{PackedQueue, Single, BATCH};
 use crate::split::{QueueConfig, SplitQueue};
 use crate::QueueError;
 
@@ -70,6 +70,30 @@ impl Queue {
     #[inline]
     pub fn pop(&mut self, mem: &GuestMem, chain: &mut Chain) -> Result<bool, QueueError> {
         each!(self, q => q.pop(mem, chain))
+    }
+
+    /// Takes [`BATCH`] single-descriptor chains at once where the layout
+    /// allows it (packed ring: see [`PackedQueue::pop_batch`]); false, with
+    /// nothing taken, otherwise (always on the split ring).
+    #[inline]
+    pub fn pop_batch(
+        &mut self,
+        mem: &GuestMem,
+        writable: bool,
+        out: &mut [Single; BATCH],
+    ) -> Result<bool, QueueError> {
+        match self {
+            Queue::Split(_) => Ok(false),
+            Queue::Packed(q) => q.pop_batch(mem, writable, out),
+        }
+    }
+
+    /// Gives back the chains of the last [`Queue::pop_batch`] after its
+    /// first `kept`.
+    pub fn unpop_batch(&mut self, kept: usize) {
+        if let Queue::Packed(q) = self {
+            q.unpop_batch(kept);
+        }
     }
 
     /// A position to come back to with [`Queue::rewind`].
