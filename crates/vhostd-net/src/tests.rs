@@ -560,12 +560,13 @@ fn test_qp_packed_tx_burst_and_bad_chain() {
 }
 
 #[test]
-fn test_qp_packed_rx_batches_deliver_what_the_split_ring_delivers() {
-    // The packed ring takes RX buffers four at a time where it can
-    // (`pop_batch`) and hands over to the general path for frames larger
-    // than a buffer, runts, a dry back-end mid-batch and misaligned
-    // positions. Whatever it does, the guest must see exactly what the
-    // split ring (no batching) delivers from the same back-end frames.
+fn test_qp_rx_batches_deliver_every_frame_whole_on_both_layouts() {
+    // Both rings take RX buffers four at a time where they can
+    // (`pop_batch`) and hand over to the general path for frames larger
+    // than a buffer, runts, a dry back-end mid-batch and (packed)
+    // misaligned positions. The guest must get every frame that fits,
+    // whole, in order, with the right num_buffers, and both layouts the
+    // same.
     let lens: Vec<usize> = vec![
         60, 61, 62, 63, // one batch
         3000, 64, 65, 66, // too big first: general path, then misaligned
@@ -615,10 +616,16 @@ fn test_qp_packed_rx_batches_deliver_what_the_split_ring_delivers() {
         assert_eq!(*packets as usize, want.len());
         let too_big = lens.iter().filter(|&&l| l + 12 > 2048).count() as u64;
         assert_eq!((*runts, *drops), (1, if mrg { 1 } else { 1 + too_big }));
-        for g in got {
+        let sent = lens
+            .iter()
+            .enumerate()
+            .filter(|&(_, &l)| l != 0 && (mrg || l + 12 <= 2048))
+            .map(|(k, &l)| frame(l, k as u8));
+        for (g, f) in got.iter().zip(sent) {
             let nb = u16::from_le_bytes([g[10], g[11]]);
             let want_nb = if g.len() > 2048 { 2 } else { 1 };
             assert_eq!(nb, want_nb, "num_buffers of a {} B frame", g.len());
+            assert_eq!((&g[..10], &g[12..]), (&f[..10], &f[12..]), "features {features:#x}");
         }
     }
 }

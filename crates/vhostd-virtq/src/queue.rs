@@ -72,9 +72,9 @@ impl Queue {
         each!(self, q => q.pop(mem, chain))
     }
 
-    /// Takes [`BATCH`] single-descriptor chains at once where the layout
-    /// allows it (packed ring: see [`PackedQueue::pop_batch`]); false, with
-    /// nothing taken, otherwise (always on the split ring).
+    /// Takes [`BATCH`] single-descriptor chains at once where they qualify
+    /// (see [`SplitQueue::pop_batch`], [`PackedQueue::pop_batch`]); false,
+    /// with nothing taken, otherwise.
     #[inline]
     pub fn pop_batch(
         &mut self,
@@ -82,18 +82,13 @@ impl Queue {
         writable: bool,
         out: &mut [Single; BATCH],
     ) -> Result<bool, QueueError> {
-        match self {
-            Queue::Split(_) => Ok(false),
-            Queue::Packed(q) => q.pop_batch(mem, writable, out),
-        }
+        each!(self, q => q.pop_batch(mem, writable, out))
     }
 
     /// Gives back the chains of the last [`Queue::pop_batch`] after its
     /// first `kept`.
     pub fn unpop_batch(&mut self, kept: usize) {
-        if let Queue::Packed(q) = self {
-            q.unpop_batch(kept);
-        }
+        each!(self, q => q.unpop_batch(kept))
     }
 
     /// A position to come back to with [`Queue::rewind`].

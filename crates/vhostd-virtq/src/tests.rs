@@ -583,3 +583,102 @@ fn test_chain_write_at_spans_segments() {
     let got = drv.take_rx(id, len);
     assert_eq!(&got[1000..4000], &data[..]);
 }
+
+/// What `pop` takes: (id, addr, len) of single-descriptor chains.
+fn split_singles(q: &mut SplitQueue, m: &TestMemory, n: usize) -> Vec<Single> {
+    let mut c = Chain::default();
+    (0..n)
+        .map(|_| {
+            assert!(q.pop(&m.mem, &mut c).unwrap());
+            assert_eq!((c.error(), c.segments().len()), (None, 1));
+            let s = c.segments()[0];
+            Single {
+                addr: s.addr,
+                len: s.len,
+                id: c.head(),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn test_split_pop_batch_takes_what_pop_takes_across_index_wraps() {
+    let (m, mut drv, mut q) = setup(8, true);
+    let (m2, mut drv2, mut q2) = setup(8, true);
+    let mut batch = [Single::default(); BATCH];
+    // 5 chains a round on a ring of 8: batches start at every slot and
+    // cross the end of the avail ring
+    for round in 0..40u32 {
+        let len = 100 + round;
+        // 5 posted: one batch, then 1 left (no second batch)
+        assert_eq!(drv.post_rx(5, len), 5);
+        assert_eq!(drv2.post_rx(5, len), 5);
+        assert!(q.pop_batch(&m.mem, true, &mut batch).unwrap(), "round {round}");
+        assert_eq!(batch.to_vec(), split_singles(&mut q2, &m2, 4), "round {round}");
+        assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap());
+        let last = split_singles(&mut q, &m, 1);
+        assert_eq!(last, split_singles(&mut q2, &m2, 1));
+        for s in batch.iter().chain(&last) {
+            q.add_used(&m.mem, s.id, 8).unwrap();
+            q2.add_used(&m2.mem, s.id, 8).unwrap();
+        }
+        q.publish_used(&m.mem).unwrap();
+        q2.publish_used(&m2.mem).unwrap();
+        for (d, u) in [(&mut drv, 0), (&mut drv2, 1)] {
+            let used = d.used();
+            assert_eq!(used.len(), 5, "driver {u}");
+            for (id, l) in used {
+                d.take_rx(id, l);
+            }
+        }
+    }
+    assert_eq!(q.next_avail(), q2.next_avail());
+}
+
+#[test]
+fn test_split_pop_batch_declines_and_takes_nothing() {
+    let mut batch = [Single::default(); BATCH];
+    let w = VRING_DESC_F_WRITE;
+    // (flags, addr, len) of four one-descriptor chains at heads 0..4
+    let cases: Vec<(Vec<(u16, u64)>, &str)> = vec![
+        (vec![(w, 0); 3], "only 3 available"),
+        (vec![(w, 0), (0, 0), (w, 0), (w, 0)], "one device-readable"),
+        (vec![(w, 0), (w, 0), (w | VRING_DESC_F_INDIRECT, 0), (w, 0)], "indirect"),
+        (vec![(w, 0), (w | VRING_DESC_F_NEXT, 0), (w, 0), (w, 0)], "a chain"),
+        (vec![(w, 0), (w, 1 << 40), (w, 0), (w, 0)], "outside memory"),
+    ];
+    for (descs, why) in cases {
+        let (m, mut drv, mut q) = setup(16, false);
+        for (i, &(flags, addr)) in descs.iter().enumerate() {
+            let i = i as u16;
+            let d = RawDesc {
+                addr: if addr == 0 { drv.buf_addr(i) } else { addr },
+                len: 64,
+                flags,
+                next: 8, // a valid index, for the chain case
+            };
+            drv.push_raw(&[(i, d)], i);
+        }
+        assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap(), "{why}");
+        let mut c = Chain::default();
+        assert!(q.pop(&m.mem, &mut c).unwrap(), "{why}: took something");
+        assert_eq!(c.head(), 0, "{why}");
+    }
+    // a head out of range: declined, and pop reports it
+    let (m, mut drv, mut q) = setup(16, false);
+    drv.post_rx(3, 64);
+    drv.push_raw(&[], 16);
+    assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap());
+    assert_eq!(split_singles(&mut q, &m, 3).len(), 3);
+    let mut c = Chain::default();
+    assert!(matches!(q.pop(&m.mem, &mut c), Err(QueueError::InvalidHead(16))));
+    // the right buffers asked for the other direction; then unpop
+    let (m, mut drv, mut q) = setup(16, false);
+    drv.post_rx(4, 64);
+    assert!(!q.pop_batch(&m.mem, false, &mut batch).unwrap());
+    assert!(q.pop_batch(&m.mem, true, &mut batch).unwrap());
+    let all = batch;
+    q.unpop_batch(2);
+    assert_eq!(split_singles(&mut q, &m, 2), all[2..].to_vec());
+    assert!(!q.pop(&m.mem, &mut c).unwrap());
+}
