@@ -29,7 +29,7 @@ mod split;
 
 pub use chain::{Chain, ChainError, Segment};
 pub use packed::{
-    packed_ring_sizes, PackedQueue, Single, BATCH, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
+    packed_ring_sizes, PackedQueue, Single, RING_EVENT_FLAGS_DESC, RING_EVENT_FLAGS_DISABLE,
     RING_EVENT_FLAGS_ENABLE, VRING_PACKED_DESC_F_AVAIL, VRING_PACKED_DESC_F_USED,
 };
 pub use queue::{Queue, UsedRef};

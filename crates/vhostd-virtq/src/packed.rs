@@ -266,10 +266,10 @@ impl PackedQueue {
         Ok(true)
     }
 
-    /// Takes the next [`BATCH`] chains at once when they are all plain
-    /// single descriptors of one direction (`writable`: device-writable, for
-    /// RX) in one aligned group of ring slots that does not wrap: the four
-    /// descriptors of one 64-byte line, as DPDK's batched packed path. Each
+    /// Takes the next `N` chains at once when they are all plain single
+    /// descriptors of one direction (`writable`: device-writable, for RX) in
+    /// one `N`-aligned group of ring slots that does not wrap (four
+    /// descriptors per 64-byte line, as DPDK's batched packed path). Each
     /// buffer is checked to lie in guest memory. Returns false, taking
     /// nothing, when the group does not qualify (not available yet, a chain,
     /// indirect, the other direction, a buffer outside memory, or the next
@@ -279,20 +279,20 @@ impl PackedQueue {
     /// Fields come from one snapshot per descriptor (THREATS C5): the
     /// len/id/flags half in one acquire load (availability and contents from
     /// the same read), then the address half.
-    pub fn pop_batch(
+    pub fn pop_batch<const N: usize>(
         &mut self,
         mem: &GuestMem,
         writable: bool,
-        out: &mut [Single; BATCH],
+        out: &mut [Single; N],
     ) -> Result<bool, QueueError> {
         let slot = self.slot(self.avail);
-        let n = u16::try_from(BATCH).unwrap_or(u16::MAX);
-        if !slot.is_multiple_of(n) || self.size.saturating_sub(slot) < n {
+        let n = u16::try_from(N).unwrap_or(0);
+        if n == 0 || !slot.is_multiple_of(n) || self.size.saturating_sub(slot) < n {
             return Ok(false);
         }
         let want_write = if writable { VRING_DESC_F_WRITE } else { 0 };
         let base = self.desc_addr(slot);
-        let mut hi = [0u64; BATCH];
+        let mut hi = [0u64; N];
         let mut d = base;
         for h in hi.iter_mut() {
             *h = mem.load_u64(at(d, 8), Ordering::Acquire)?;
@@ -323,10 +323,10 @@ impl PackedQueue {
         Ok(true)
     }
 
-    /// Gives back the chains of the last [`PackedQueue::pop_batch`] after
-    /// its first `kept` (not completed; they will be popped again).
-    pub fn unpop_batch(&mut self, kept: usize) {
-        let back = u32::try_from(BATCH.saturating_sub(kept)).unwrap_or(0);
+    /// Gives back the last `back` chains of the last
+    /// [`PackedQueue::pop_batch`] (not completed; they will be popped again).
+    pub fn unpop_batch(&mut self, back: usize) {
+        let back = u32::try_from(back).unwrap_or(0).min(self.wrap_len());
         self.avail = self.advance(self.avail, self.wrap_len().saturating_sub(back));
     }
 
@@ -530,10 +530,6 @@ impl PackedQueue {
         Ok(())
     }
 }
-
-/// Chains [`PackedQueue::pop_batch`] takes at once: the descriptors of one
-/// 64-byte cache line.
-pub const BATCH: usize = 4;
 
 /// A chain taken by [`PackedQueue::pop_batch`]: one descriptor, its buffer
 /// checked to lie in guest memory. Complete it with `descs` 1.

@@ -11,6 +11,9 @@ use vhostd_testkit::{DriverLayout, PackedDesc, PackedDriver, TestMemory};
 
 use super::*;
 
+/// Group size the batch tests use (one packed descriptor line).
+const BATCH: usize = 4;
+
 const BASE: u64 = 0x10_0000;
 
 fn cfg(l: &DriverLayout, event_idx: bool, in_order: bool) -> QueueConfig {
@@ -633,7 +636,7 @@ fn test_packed_unpop_batch_gives_back_the_rest() {
     let mut batch = [Single::default(); BATCH];
     assert!(q.pop_batch(&m.mem, true, &mut batch).unwrap());
     let all = batch;
-    q.unpop_batch(1);
+    q.unpop_batch(3);
     assert_eq!(pop_singles(&mut q, &m, 3), all[1..].to_vec());
     let mut c = Chain::default();
     assert!(!q.pop(&m.mem, &mut c).unwrap());

@@ -3,7 +3,7 @@
 use vhostd_mem::GuestMem;
 
 use crate::chain::Chain;
-use crate::packed::{PackedQueue, Single, BATCH};
+use crate::packed::{PackedQueue, Single};
 use crate::split::{QueueConfig, SplitQueue};
 use crate::QueueError;
 
@@ -72,23 +72,22 @@ impl Queue {
         each!(self, q => q.pop(mem, chain))
     }
 
-    /// Takes [`BATCH`] single-descriptor chains at once where they qualify
+    /// Takes `N` single-descriptor chains at once where they qualify
     /// (see [`SplitQueue::pop_batch`], [`PackedQueue::pop_batch`]); false,
     /// with nothing taken, otherwise.
     #[inline]
-    pub fn pop_batch(
+    pub fn pop_batch<const N: usize>(
         &mut self,
         mem: &GuestMem,
         writable: bool,
-        out: &mut [Single; BATCH],
+        out: &mut [Single; N],
     ) -> Result<bool, QueueError> {
         each!(self, q => q.pop_batch(mem, writable, out))
     }
 
-    /// Gives back the chains of the last [`Queue::pop_batch`] after its
-    /// first `kept`.
-    pub fn unpop_batch(&mut self, kept: usize) {
-        each!(self, q => q.unpop_batch(kept))
+    /// Gives back the last `back` chains of the last [`Queue::pop_batch`].
+    pub fn unpop_batch(&mut self, back: usize) {
+        each!(self, q => q.unpop_batch(back))
     }
 
     /// A position to come back to with [`Queue::rewind`].

@@ -12,7 +12,7 @@ use std::sync::atomic::{fence, Ordering};
 use vhostd_mem::GuestMem;
 
 use crate::chain::{Chain, ChainError, Segment};
-use crate::packed::{Single, BATCH};
+use crate::packed::Single;
 use crate::{
     QueueError, MAX_INDIRECT_DESCS, MAX_QUEUE_SIZE, VRING_AVAIL_F_NO_INTERRUPT,
     VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE, VRING_USED_F_NO_NOTIFY,
@@ -206,20 +206,23 @@ impl SplitQueue {
         Ok(true)
     }
 
-    /// Takes the next [`BATCH`] chains at once when they are all plain
+    /// Takes the next `N` chains at once when they are all plain
     /// single descriptors of one direction (`writable`: device-writable,
     /// for RX), each buffer checked to lie in guest memory. Returns false,
     /// taking nothing, otherwise (fewer available, a chain, indirect, the
     /// other direction, a bad head or buffer): [`SplitQueue::pop`] then
     /// handles every case, errors included. Each descriptor is one
     /// snapshot (THREATS C5).
-    pub fn pop_batch(
+    pub fn pop_batch<const N: usize>(
         &mut self,
         mem: &GuestMem,
         writable: bool,
-        out: &mut [Single; BATCH],
+        out: &mut [Single; N],
     ) -> Result<bool, QueueError> {
-        let n = u16::try_from(BATCH).unwrap_or(u16::MAX);
+        let n = u16::try_from(N).unwrap_or(u16::MAX);
+        if n == 0 || n > self.size {
+            return Ok(false);
+        }
         if (self.avail_shadow - self.next_avail).0 < n
             && (self.refresh_avail(mem)? - self.next_avail).0 < n
         {
@@ -250,10 +253,10 @@ impl SplitQueue {
         Ok(true)
     }
 
-    /// Gives back the chains of the last [`SplitQueue::pop_batch`] after
-    /// its first `kept` (not completed; they will be popped again).
-    pub fn unpop_batch(&mut self, kept: usize) {
-        let back = u16::try_from(BATCH.saturating_sub(kept)).unwrap_or(0);
+    /// Gives back the last `back` chains of the last
+    /// [`SplitQueue::pop_batch`] (not completed; they will be popped again).
+    pub fn unpop_batch(&mut self, back: usize) {
+        let back = u16::try_from(back).unwrap_or(0).min(self.size);
         self.next_avail -= Wrapping(back);
     }
 

@@ -11,6 +11,9 @@ use vhostd_testkit::{DriverLayout, FakeDriver, RawDesc, TestMemory};
 
 use super::*;
 
+/// Group size the batch tests use (one packed descriptor line).
+const BATCH: usize = 4;
+
 const BASE: u64 = 0x10_0000;
 
 fn setup(size: u16, event_idx: bool) -> (TestMemory, FakeDriver, SplitQueue) {
