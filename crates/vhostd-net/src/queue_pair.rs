@@ -148,8 +148,10 @@ pub struct QueuePair {
     rx_heads: Vec<(UsedRef, u32)>,
     /// RX chains taken by one `pop_batch` (packed ring).
     rx_batch: [Single; RX_GROUP],
-    /// TX chains taken by one `pop_batch`.
-    tx_batch: [Single; TX_GROUP],
+    /// TX chains of a TX_BATCH taken by `pop_batch` (where `tx_single`).
+    tx_singles: [Single; TX_BATCH],
+    /// Whether entry i of a TX batch is in `tx_singles` (else `tx_chains`).
+    tx_single: [bool; TX_BATCH],
     /// Ask for kicks when idle (false while the caller polls).
     notify: bool,
 }
@@ -170,7 +172,8 @@ impl QueuePair {
             rx_pending: 0,
             rx_heads: Vec::with_capacity(256),
             rx_batch: [Single::default(); RX_GROUP],
-            tx_batch: [Single::default(); TX_GROUP],
+            tx_singles: [Single::default(); TX_BATCH],
+            tx_single: [false; TX_BATCH],
             notify: true,
         }
     }
@@ -249,44 +252,63 @@ impl QueuePair {
                 let want = TX_BATCH.min(BURST.saturating_sub(done));
                 let mut n = 0usize;
                 while n < want {
-                    // packed ring: four single-descriptor chains of one
-                    // descriptor line at once where they qualify
-                    let got = if want.saturating_sub(n) >= TX_GROUP
-                        && q.pop_batch(mem, false, &mut self.tx_batch)?
-                    {
-                        for (c, s) in self.tx_chains.iter_mut().skip(n).zip(self.tx_batch.iter()) {
-                            c.set_single(s, false);
+                    // TX_GROUP plain single-buffer chains at once where
+                    // they qualify (kept as `Single`s, no Chain); else one
+                    // chain walked by pop
+                    let group = match self.tx_singles.get_mut(n..n.saturating_add(TX_GROUP)) {
+                        Some(g) if want.saturating_sub(n) >= TX_GROUP => {
+                            <&mut [Single; TX_GROUP]>::try_from(g).ok()
                         }
-                        TX_GROUP
-                    } else {
-                        match self.tx_chains.get_mut(n) {
-                            Some(c) => usize::from(q.pop(mem, c)?),
-                            None => 0,
-                        }
+                        _ => None,
                     };
-                    if got == 0 {
-                        break;
+                    let mut got = 0usize;
+                    if let Some(g) = group {
+                        if q.pop_batch(mem, false, g)? {
+                            for (s, single) in g.iter().zip(self.tx_single.iter_mut().skip(n)) {
+                                *single = true;
+                                mem.prefetch(s.addr);
+                                if s.len > 64 {
+                                    mem.prefetch(s.addr.wrapping_add(64));
+                                }
+                            }
+                            got = TX_GROUP;
+                        }
                     }
-                    for c in self.tx_chains.iter().skip(n).take(got) {
-                        if let Some(seg) = c.segments().first() {
-                            mem.prefetch(seg.addr);
-                            if seg.len > 64 {
-                                mem.prefetch(seg.addr.wrapping_add(64));
+                    if got == 0 {
+                        if let (Some(c), Some(single)) =
+                            (self.tx_chains.get_mut(n), self.tx_single.get_mut(n))
+                        {
+                            if q.pop(mem, c)? {
+                                *single = false;
+                                if let Some(seg) = c.segments().first() {
+                                    mem.prefetch(seg.addr);
+                                    if seg.len > 64 {
+                                        mem.prefetch(seg.addr.wrapping_add(64));
+                                    }
+                                }
+                                got = 1;
                             }
                         }
                     }
+                    if got == 0 {
+                        break;
+                    }
                     n = n.saturating_add(got);
                 }
-                for c in self.tx_chains.iter().take(n) {
-                    Self::tx_one(
-                        c,
-                        mem,
-                        &mut self.tx_buf,
-                        self.backend.as_mut(),
-                        &self.cfg,
-                        stats,
-                    );
-                    q.add_used_read(mem, c.used_ref())?;
+                let items = self
+                    .tx_chains
+                    .iter()
+                    .zip(self.tx_singles.iter())
+                    .zip(self.tx_single.iter());
+                for ((c, s), &single) in items.take(n) {
+                    let backend = self.backend.as_mut();
+                    if single {
+                        Self::tx_plain(s, mem, &mut self.tx_buf, backend, &self.cfg, stats);
+                        q.add_used_read(mem, s.used_ref())?;
+                    } else {
+                        Self::tx_one(c, mem, &mut self.tx_buf, backend, &self.cfg, stats);
+                        q.add_used_read(mem, c.used_ref())?;
+                    }
                 }
                 done = done.saturating_add(n);
                 if n < want {
@@ -335,6 +357,46 @@ impl QueuePair {
             drop(stats);
             return;
         };
+        Self::tx_send(n, buf, backend, cfg, stats);
+    }
+
+    /// One plain single-buffer chain from `pop_batch` (its buffer checked
+    /// to lie in guest memory): the same rules as [`QueuePair::tx_one`].
+    fn tx_plain(
+        s: &Single,
+        mem: &GuestMem,
+        buf: &mut Vec<u8>,
+        backend: &mut dyn Backend,
+        cfg: &NetConfig,
+        stats: &mut QueueStats,
+    ) {
+        let n = s.len as usize;
+        if n < cfg.hdr_len {
+            stats.dropped_malformed.inc();
+            stats.drops.inc();
+            return;
+        }
+        // fails only if the packet is larger than buf (or memory vanished
+        // under a validated range): oversize either way, as in tx_one
+        let copied = buf.get_mut(..n).is_some_and(|dst| mem.read(s.addr, dst).is_ok());
+        if !copied {
+            stats.dropped_oversize.inc();
+            stats.drops.inc();
+            return;
+        }
+        Self::tx_send(n, buf, backend, cfg, stats);
+    }
+
+    /// Validates the `n`-byte packet copied into `buf` and hands it to the
+    /// back-end.
+    fn tx_send(
+        n: usize,
+        buf: &mut Vec<u8>,
+        backend: &mut dyn Backend,
+        cfg: &NetConfig,
+        stats: &mut QueueStats,
+    ) {
+        let drop = |stats: &mut QueueStats| stats.drops.inc();
         let Some(pkt) = buf.get(..n) else {
             stats.dropped_oversize.inc();
             drop(stats);

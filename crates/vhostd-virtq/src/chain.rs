@@ -79,25 +79,6 @@ impl Chain {
         self.any_writable = false;
     }
 
-    /// This chain becomes `s`, one buffer that `pop_batch` already checked
-    /// (device-writable or not, as it was asked for).
-    pub fn set_single(&mut self, s: &crate::Single, writable: bool) {
-        self.reset(s.id);
-        if writable {
-            self.writable = s.len;
-            self.any_writable = true;
-        } else {
-            self.readable = s.len;
-        }
-        if s.len > 0 {
-            self.segs.push(Segment {
-                addr: s.addr,
-                len: s.len,
-                writable,
-            });
-        }
-    }
-
     /// Head descriptor index: the id to complete this chain with.
     pub fn head(&self) -> u16 {
         self.head
