@@ -154,11 +154,7 @@ const FCNTL_FLAGS: &[u64] = &[
 
 /// A filter allowing `calls`, and each `(call, values)` of `by_arg1` only
 /// when its argument 1 (ioctl request, fcntl command) is one of `values`.
-fn program(
-    calls: &[&[i64]],
-    by_arg1: &[(i64, &[u64])],
-    mode: Mode,
-) -> Result<BpfProgram, String> {
+fn program(calls: &[&[i64]], by_arg1: &[(i64, &[u64])], mode: Mode) -> Result<BpfProgram, String> {
     let mismatch = match mode {
         Mode::Kill => SeccompAction::KillProcess,
         Mode::Log => SeccompAction::Log,
@@ -210,7 +206,10 @@ pub fn enter_worker() -> Result<(), String> {
     };
     let prog = program(
         &[COMMON],
-        &[(libc::SYS_ioctl, WORKER_IOCTLS), (libc::SYS_fcntl, FCNTL_FLAGS)],
+        &[
+            (libc::SYS_ioctl, WORKER_IOCTLS),
+            (libc::SYS_fcntl, FCNTL_FLAGS),
+        ],
         mode,
     )?;
     seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp (worker): {e}"))

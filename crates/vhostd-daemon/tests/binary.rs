@@ -417,12 +417,15 @@ fn test_bin_seccomp_early_enable_that_would_start_a_ring_is_left_to_the_connecti
     let mt = le(&[1, 0, 0, 1 << 20, ua, 0], &[4, 4, 8, 8, 8, 8]);
     send_raw(&s, 5, 1, &mt, &[mem.as_fd()]);
     send_raw(&s, 8, 1, &le(&[0, 256], &[4, 4]), &[]); // SET_VRING_NUM 0 256
-    let addr = le(&[0, 0, ua, ua + 0x2000, ua + 0x1000, 0], &[4, 4, 8, 8, 8, 8]);
+    let addr = le(
+        &[0, 0, ua, ua + 0x2000, ua + 0x1000, 0],
+        &[4, 4, 8, 8, 8, 8],
+    );
     send_raw(&s, 9, 1, &addr, &[]); // SET_VRING_ADDR
     send_raw(&s, 10, 1, &le(&[0, 0], &[4, 4]), &[]); // SET_VRING_BASE 0 0
     send_raw(&s, 12, 1, &0u64.to_le_bytes(), &[mem.as_fd()]); // SET_VRING_KICK: a memfd
-    // the shim answers the early enable on its own, possibly before the
-    // connection thread has handled what came before: a reply first
+                                                              // the shim answers the early enable on its own, possibly before the
+                                                              // connection thread has handled what came before: a reply first
     send_raw(&s, 1, 1, &[], &[]);
     assert_eq!(recv_raw(&s).0, 1);
     send_raw(&s, 18, 1 | 0x8, &le(&[0, 1], &[4, 4]), &[]); // SET_VRING_ENABLE 0 1, NEED_REPLY

@@ -378,7 +378,9 @@ impl QueuePair {
         }
         // fails only if the packet is larger than buf (or memory vanished
         // under a validated range): oversize either way, as in tx_one
-        let copied = buf.get_mut(..n).is_some_and(|dst| mem.read(s.addr, dst).is_ok());
+        let copied = buf
+            .get_mut(..n)
+            .is_some_and(|dst| mem.read(s.addr, dst).is_ok());
         if !copied {
             stats.dropped_oversize.inc();
             stats.drops.inc();
@@ -477,8 +479,7 @@ impl QueuePair {
                         },
                         n => n,
                     };
-                    let Some(pkt) = self.rx_buf.get_mut(..n).filter(|_| n <= s.len as usize)
-                    else {
+                    let Some(pkt) = self.rx_buf.get_mut(..n).filter(|_| n <= s.len as usize) else {
                         // larger than this buffer: the general path below
                         // (several buffers with MRG_RXBUF, or a drop)
                         self.rx_pending = n;

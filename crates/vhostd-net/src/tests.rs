@@ -569,11 +569,15 @@ fn test_qp_rx_batches_deliver_every_frame_whole_on_both_layouts() {
     // same.
     // 0: a 5-byte runt; 3000 and 2040 (+ 12) need two buffers; the rest fit
     let pattern: [usize; 26] = [
-        60, 61, 62, 63, 3000, 64, 65, 66, 67, 0, 68, 69, 70, 1500, 71, 72, 73, 74, 75, 76, 77,
-        78, 79, 2040, 2036, 80,
+        60, 61, 62, 63, 3000, 64, 65, 66, 67, 0, 68, 69, 70, 1500, 71, 72, 73, 74, 75, 76, 77, 78,
+        79, 2040, 2036, 80,
     ];
     let lens: Vec<usize> = (0..3)
-        .flat_map(|r| pattern.iter().map(move |&l| if l == 0 || r == 0 { l } else { l + r }))
+        .flat_map(|r| {
+            pattern
+                .iter()
+                .map(move |&l| if l == 0 || r == 0 { l } else { l + r })
+        })
         .collect();
     for features in [V1 | MRG, V1, V1 | MRG | IN_ORDER, V1 | MRG | EVENT_IDX] {
         let mut results = Vec::new();
@@ -627,7 +631,11 @@ fn test_qp_rx_batches_deliver_every_frame_whole_on_both_layouts() {
             let nb = u16::from_le_bytes([g[10], g[11]]);
             let want_nb = if g.len() > 2048 { 2 } else { 1 };
             assert_eq!(nb, want_nb, "num_buffers of a {} B frame", g.len());
-            assert_eq!((&g[..10], &g[12..]), (&f[..10], &f[12..]), "features {features:#x}");
+            assert_eq!(
+                (&g[..10], &g[12..]),
+                (&f[..10], &f[12..]),
+                "features {features:#x}"
+            );
         }
     }
 }
@@ -696,7 +704,11 @@ fn test_qp_tx_groups_send_every_frame_whole_on_both_layouts() {
         assert_eq!(got.len(), want.len(), "packed {packed}");
         assert!(got == want, "packed {packed}: frames differ");
         assert_eq!(
-            (st.packets as usize, st.dropped_malformed, st.dropped_bad_header),
+            (
+                st.packets as usize,
+                st.dropped_malformed,
+                st.dropped_bad_header
+            ),
             (want.len(), 9, 9),
             "packed {packed}"
         );

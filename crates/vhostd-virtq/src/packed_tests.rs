@@ -502,8 +502,15 @@ fn test_packed_pop_batch_takes_what_pop_takes_over_many_wraps() {
         let len = 100 + round;
         assert_eq!(drv.post_rx(4, len), 4);
         assert_eq!(drv2.post_rx(4, len), 4);
-        assert!(q.pop_batch(&m.mem, true, &mut batch).unwrap(), "round {round}");
-        assert_eq!(batch.to_vec(), pop_singles(&mut q2, &m2, 4), "round {round}");
+        assert!(
+            q.pop_batch(&m.mem, true, &mut batch).unwrap(),
+            "round {round}"
+        );
+        assert_eq!(
+            batch.to_vec(),
+            pop_singles(&mut q2, &m2, 4),
+            "round {round}"
+        );
         // nothing more: a second batch finds nothing available
         assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap());
         for (k, s) in batch.iter().enumerate() {
@@ -544,11 +551,20 @@ fn test_packed_pop_batch_declines_and_takes_nothing() {
     let cases: Vec<(Vec<Vec<PackedDesc>>, &str)> = vec![
         (vec![vec![good]; 3], "only 3 available"),
         (
-            vec![vec![good], vec![good], vec![PackedDesc { flags: 0, ..good }], vec![good]],
+            vec![
+                vec![good],
+                vec![good],
+                vec![PackedDesc { flags: 0, ..good }],
+                vec![good],
+            ],
             "one device-readable",
         ),
         (
-            vec![vec![good], vec![good, PackedDesc { id: 7, ..good }], vec![good]],
+            vec![
+                vec![good],
+                vec![good, PackedDesc { id: 7, ..good }],
+                vec![good],
+            ],
             "a 2-descriptor chain",
         ),
         (
@@ -596,7 +612,12 @@ fn test_packed_pop_batch_declines_and_takes_nothing() {
                 .enumerate()
                 .map(|(j, d)| PackedDesc {
                     id: (k * 4 + j) as u16,
-                    flags: d.flags | if j + 1 < c.len() { VRING_DESC_F_NEXT } else { 0 },
+                    flags: d.flags
+                        | if j + 1 < c.len() {
+                            VRING_DESC_F_NEXT
+                        } else {
+                            0
+                        },
                     ..*d
                 })
                 .collect();
@@ -625,7 +646,10 @@ fn test_packed_pop_batch_declines_and_takes_nothing() {
     let (m, mut drv, mut q) = setup(6, false, false);
     assert_eq!(drv.post_rx(6, 64), 6);
     assert!(q.pop_batch(&m.mem, true, &mut batch).unwrap(), "slots 0-3");
-    assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap(), "slots 4, 5, 0, 1");
+    assert!(
+        !q.pop_batch(&m.mem, true, &mut batch).unwrap(),
+        "slots 4, 5, 0, 1"
+    );
     assert_eq!(pop_singles(&mut q, &m, 2).len(), 2);
 }
 

@@ -616,8 +616,15 @@ fn test_split_pop_batch_takes_what_pop_takes_across_index_wraps() {
         // 5 posted: one batch, then 1 left (no second batch)
         assert_eq!(drv.post_rx(5, len), 5);
         assert_eq!(drv2.post_rx(5, len), 5);
-        assert!(q.pop_batch(&m.mem, true, &mut batch).unwrap(), "round {round}");
-        assert_eq!(batch.to_vec(), split_singles(&mut q2, &m2, 4), "round {round}");
+        assert!(
+            q.pop_batch(&m.mem, true, &mut batch).unwrap(),
+            "round {round}"
+        );
+        assert_eq!(
+            batch.to_vec(),
+            split_singles(&mut q2, &m2, 4),
+            "round {round}"
+        );
         assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap());
         let last = split_singles(&mut q, &m, 1);
         assert_eq!(last, split_singles(&mut q2, &m2, 1));
@@ -646,8 +653,14 @@ fn test_split_pop_batch_declines_and_takes_nothing() {
     let cases: Vec<(Vec<(u16, u64)>, &str)> = vec![
         (vec![(w, 0); 3], "only 3 available"),
         (vec![(w, 0), (0, 0), (w, 0), (w, 0)], "one device-readable"),
-        (vec![(w, 0), (w, 0), (w | VRING_DESC_F_INDIRECT, 0), (w, 0)], "indirect"),
-        (vec![(w, 0), (w | VRING_DESC_F_NEXT, 0), (w, 0), (w, 0)], "a chain"),
+        (
+            vec![(w, 0), (w, 0), (w | VRING_DESC_F_INDIRECT, 0), (w, 0)],
+            "indirect",
+        ),
+        (
+            vec![(w, 0), (w | VRING_DESC_F_NEXT, 0), (w, 0), (w, 0)],
+            "a chain",
+        ),
         (vec![(w, 0), (w, 1 << 40), (w, 0), (w, 0)], "outside memory"),
     ];
     for (descs, why) in cases {
@@ -674,7 +687,10 @@ fn test_split_pop_batch_declines_and_takes_nothing() {
     assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap());
     assert_eq!(split_singles(&mut q, &m, 3).len(), 3);
     let mut c = Chain::default();
-    assert!(matches!(q.pop(&m.mem, &mut c), Err(QueueError::InvalidHead(16))));
+    assert!(matches!(
+        q.pop(&m.mem, &mut c),
+        Err(QueueError::InvalidHead(16))
+    ));
     // the right buffers asked for the other direction; then unpop
     let (m, mut drv, mut q) = setup(16, false);
     drv.post_rx(4, 64);
