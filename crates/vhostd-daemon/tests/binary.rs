@@ -8,8 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, IoSlice, Read, Write};
-use std::mem::MaybeUninit;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -17,7 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{eth_frame, swapped, T};
-use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use vhostd_testkit::{FakeGuest, GuestOptions};
 
 const VHOSTD: &str = env!("CARGO_BIN_EXE_vhostd");
@@ -344,25 +342,12 @@ fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers_and_shims() {
     }
 }
 
-/// One raw vhost-user message with `fds` attached.
+/// One raw vhost-user message with `fds` attached, all of it sent.
 fn send_raw(s: &UnixStream, req: u32, flags: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) {
-    let mut hdr = Vec::new();
-    hdr.extend_from_slice(&req.to_le_bytes());
-    hdr.extend_from_slice(&flags.to_le_bytes());
-    hdr.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(4))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() {
-        assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
-    }
-    let sent = sendmsg(
-        s,
-        &[IoSlice::new(&hdr), IoSlice::new(payload)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )
-    .unwrap();
-    assert_eq!(sent, hdr.len() + payload.len());
+    assert!(
+        common::send_raw(s, req, flags, payload, fds),
+        "request {req} not sent"
+    );
 }
 
 /// One raw reply: (request, payload).

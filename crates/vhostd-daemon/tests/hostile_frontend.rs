@@ -13,34 +13,13 @@
 
 mod common;
 
-use std::io::{IoSlice, Read, Write};
-use std::mem::MaybeUninit;
+use std::io::{Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use common::{count_fds, count_maps, eth_frame, swapped, Daemon, T};
-use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use common::{count_fds, count_maps, eth_frame, send_raw, swapped, Daemon, T};
 use vhostd_testkit::GuestOptions;
-
-fn send_raw(s: &UnixStream, req: u32, flags: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) -> bool {
-    let mut hdr = Vec::new();
-    hdr.extend_from_slice(&req.to_le_bytes());
-    hdr.extend_from_slice(&flags.to_le_bytes());
-    hdr.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(40))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() {
-        control.push(SendAncillaryMessage::ScmRights(fds));
-    }
-    sendmsg(
-        s,
-        &[IoSlice::new(&hdr), IoSlice::new(payload)],
-        &mut control,
-        SendFlags::NOSIGNAL,
-    )
-    .is_ok()
-}
 
 /// A full, valid set-up, then a round trip: the daemon is healthy.
 fn healthy(d: &Daemon, round: u32) {

@@ -146,7 +146,7 @@ pub struct QueuePair {
     /// Length of the packet waiting in `rx_buf` (0: none).
     rx_pending: usize,
     rx_heads: Vec<(UsedRef, u32)>,
-    /// RX chains taken by one `pop_batch` (packed ring).
+    /// RX chains of one `pop_batch` group.
     rx_batch: [Single; RX_GROUP],
     /// TX chains of a TX_BATCH taken by `pop_batch` (where `tx_single`).
     tx_singles: [Single; TX_BATCH],

@@ -473,22 +473,8 @@ fn test_packed_config_checks() {
     ));
 }
 
-/// What `pop` takes from the same ring state: (id, addr, len) of
-/// single-descriptor chains.
 fn pop_singles(q: &mut PackedQueue, m: &TestMemory, n: usize) -> Vec<Single> {
-    let mut c = Chain::default();
-    (0..n)
-        .map(|_| {
-            assert!(q.pop(&m.mem, &mut c).unwrap());
-            assert_eq!((c.descs(), c.error(), c.segments().len()), (1, None, 1));
-            let s = c.segments()[0];
-            Single {
-                addr: s.addr,
-                len: s.len,
-                id: c.head(),
-            }
-        })
-        .collect()
+    crate::tests::singles_of(|c| q.pop(&m.mem, c).unwrap(), n)
 }
 
 #[test]

@@ -587,13 +587,14 @@ fn test_chain_write_at_spans_segments() {
     assert_eq!(&got[1000..4000], &data[..]);
 }
 
-/// What `pop` takes: (id, addr, len) of single-descriptor chains.
-fn split_singles(q: &mut SplitQueue, m: &TestMemory, n: usize) -> Vec<Single> {
+/// What `pop` takes, `n` times, as the `Single`s `pop_batch` would have
+/// taken: each must be a good one-buffer chain (either layout).
+pub(crate) fn singles_of(mut pop: impl FnMut(&mut Chain) -> bool, n: usize) -> Vec<Single> {
     let mut c = Chain::default();
     (0..n)
         .map(|_| {
-            assert!(q.pop(&m.mem, &mut c).unwrap());
-            assert_eq!((c.error(), c.segments().len()), (None, 1));
+            assert!(pop(&mut c));
+            assert_eq!((c.descs(), c.error(), c.segments().len()), (1, None, 1));
             let s = c.segments()[0];
             Single {
                 addr: s.addr,
@@ -602,6 +603,10 @@ fn split_singles(q: &mut SplitQueue, m: &TestMemory, n: usize) -> Vec<Single> {
             }
         })
         .collect()
+}
+
+fn split_singles(q: &mut SplitQueue, m: &TestMemory, n: usize) -> Vec<Single> {
+    singles_of(|c| q.pop(&m.mem, c).unwrap(), n)
 }
 
 #[test]

@@ -6,6 +6,9 @@
 //! Shared set-up: a daemon port served in-process over a socket pair.
 #![allow(dead_code)]
 
+use std::io::IoSlice;
+use std::mem::MaybeUninit;
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -109,4 +112,32 @@ pub fn count_maps() -> usize {
         .unwrap()
         .lines()
         .count()
+}
+
+/// Writes one raw vhost-user message with `fds` attached; false if it did
+/// not all go out.
+pub fn send_raw(
+    s: &UnixStream,
+    req: u32,
+    flags: u32,
+    payload: &[u8],
+    fds: &[BorrowedFd<'_>],
+) -> bool {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut hdr = Vec::new();
+    hdr.extend_from_slice(&req.to_le_bytes());
+    hdr.extend_from_slice(&flags.to_le_bytes());
+    hdr.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(40))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return false;
+    }
+    sendmsg(
+        s,
+        &[IoSlice::new(&hdr), IoSlice::new(payload)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )
+    .is_ok_and(|n| n == hdr.len() + payload.len())
 }
