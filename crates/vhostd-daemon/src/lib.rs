@@ -288,6 +288,8 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
             log::info!("running as uid {uid} gid {gid}");
         }
         seccomp::install(seccomp_mode).map_err(DaemonError::Arg)?;
+        // this thread goes on to serve the front-end's connections
+        seccomp::enter_connection().map_err(DaemonError::Arg)?;
         Ok(())
     };
     let sock_display = args

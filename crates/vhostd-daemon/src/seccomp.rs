@@ -86,13 +86,13 @@ const COMMON: &[i64] = &[
 
 /// The rest of the daemon: connections, fds over the socket, memory tables,
 /// new threads per connection, the control socket, the signal thread.
+/// `socket`, `socketpair`, `mmap`, `mprotect`, `openat`, `prctl` and
+/// `ioctl` only in the forms [`DAEMON_ARGS`] lists.
 const DAEMON: &[i64] = &[
     libc::SYS_fcntl,
     libc::SYS_accept,
     libc::SYS_accept4,
     libc::SYS_connect,
-    libc::SYS_socket,
-    libc::SYS_socketpair,
     libc::SYS_recvfrom,
     libc::SYS_recvmsg,
     libc::SYS_sendto,
@@ -113,13 +113,41 @@ const DAEMON: &[i64] = &[
     libc::SYS_clone3,
     libc::SYS_unlink,
     libc::SYS_unlinkat,
-    libc::SYS_openat,
-    libc::SYS_ioctl,
     libc::SYS_tgkill,
     libc::SYS_rt_sigaction,
-    libc::SYS_prctl,
     libc::SYS_seccomp,
     libc::SYS_sched_setaffinity,
+];
+
+/// What the connection thread (the one that reads and answers the
+/// front-end's requests, maps its memory tables, dups its eventfds and
+/// starts the shims) adds to [`COMMON`] once it serves: [`DAEMON`] without
+/// files (`openat`, `unlink*`), pipes, signals to other threads, affinity
+/// and the TAP ioctls.
+const CONNECTION: &[i64] = &[
+    libc::SYS_fcntl,
+    libc::SYS_accept,
+    libc::SYS_accept4,
+    libc::SYS_connect,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_shutdown,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    libc::SYS_getsockname,
+    libc::SYS_poll,
+    libc::SYS_ppoll,
+    libc::SYS_dup,
+    libc::SYS_dup3,
+    libc::SYS_eventfd2,
+    libc::SYS_epoll_create1,
+    libc::SYS_timerfd_create,
+    libc::SYS_clone,
+    libc::SYS_clone3,
+    libc::SYS_rt_sigaction,
+    libc::SYS_seccomp,
 ];
 
 /// What the shim threads (quirks.rs) add to [`COMMON`]: passing the
@@ -135,26 +163,114 @@ const SHIM: &[i64] = &[
 /// The mode of the per-thread filters, set once [`install`] ran.
 static THREAD_MODE: OnceLock<Mode> = OnceLock::new();
 
+/// One allowed form of a call: `(argument & mask) == value`.
+#[derive(Debug, Clone, Copy)]
+pub struct When {
+    arg: u8,
+    mask: u64,
+    value: u64,
+}
+
+/// Argument `arg` equals `value`.
+const fn eq(arg: u8, value: u64) -> When {
+    When {
+        arg,
+        mask: u64::MAX,
+        value,
+    }
+}
+
+/// Argument `arg` has none of `bits` set.
+const fn none_of(arg: u8, bits: u64) -> When {
+    When {
+        arg,
+        mask: bits,
+        value: 0,
+    }
+}
+
+/// A call allowed only in the forms listed (any one of them).
+type ArgRule = (i64, &'static [When]);
+
 /// The two TAP ioctls a worker makes when features change (the TAP back-end
 /// applies the guest's header size and offloads on its worker thread).
-const WORKER_IOCTLS: &[u64] = &[
-    0x4004_54d0, /* TUNSETOFFLOAD */
-    0x4004_54d8, /* TUNSETVNETHDRSZ */
+const WORKER_IOCTLS: &[When] = &[
+    eq(1, 0x4004_54d0), /* TUNSETOFFLOAD */
+    eq(1, 0x4004_54d8), /* TUNSETVNETHDRSZ */
+];
+
+/// The ioctls any thread makes once the filter is on: the worker's two,
+/// and those the standard library uses on fds (non-blocking, close-on-exec).
+const DAEMON_IOCTLS: &[When] = &[
+    eq(1, 0x4004_54d0), /* TUNSETOFFLOAD */
+    eq(1, 0x4004_54d8), /* TUNSETVNETHDRSZ */
+    eq(1, libc::FIONBIO),
+    eq(1, libc::FIOCLEX),
+    eq(1, libc::FIONCLEX),
 ];
 
 /// `fcntl` commands the per-thread filters allow: flags only. No
 /// `F_DUPFD`/`F_DUPFD_CLOEXEC`, which is how `File::try_clone` makes a new
 /// fd (the daemon-wide filter allows every `fcntl`).
-const FCNTL_FLAGS: &[u64] = &[
-    libc::F_GETFD as u64,
-    libc::F_SETFD as u64,
-    libc::F_GETFL as u64,
-    libc::F_SETFL as u64,
+const FCNTL_FLAGS: &[When] = &[
+    eq(1, libc::F_GETFD as u64),
+    eq(1, libc::F_SETFD as u64),
+    eq(1, libc::F_GETFL as u64),
+    eq(1, libc::F_SETFL as u64),
 ];
 
-/// A filter allowing `calls`, and each `(call, values)` of `by_arg1` only
-/// when its argument 1 (ioctl request, fcntl command) is one of `values`.
-fn program(calls: &[&[i64]], by_arg1: &[(i64, &[u64])], mode: Mode) -> Result<BpfProgram, String> {
+/// No executable memory: guest memory, ring mappings, stacks and heap are
+/// data. (An exploit that wants to run code it wrote must map it so.)
+const NO_EXEC: &[When] = &[none_of(2, libc::PROT_EXEC as u64)];
+
+/// Sockets: unix only (front-ends in client mode, socket pairs of the
+/// shims). No network socket is ever made after start-up.
+const UNIX_ONLY: &[When] = &[eq(0, libc::AF_UNIX as u64)];
+
+/// Files opened after start-up: read-only, never created or truncated.
+const OPEN_READ_ONLY: &[When] = &[none_of(
+    2,
+    (libc::O_WRONLY | libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND) as u64,
+)];
+
+/// `prctl`: thread names and the no-new-privileges bit seccomp wants.
+const PRCTL: &[When] = &[
+    eq(0, libc::PR_SET_NAME as u64),
+    eq(0, libc::PR_GET_NAME as u64),
+    eq(0, libc::PR_SET_NO_NEW_PRIVS as u64),
+    eq(0, libc::PR_GET_NO_NEW_PRIVS as u64),
+];
+
+/// Argument rules every thread's filter carries.
+const COMMON_ARGS: &[ArgRule] = &[(libc::SYS_mmap, NO_EXEC), (libc::SYS_mprotect, NO_EXEC)];
+
+/// Argument rules of the daemon-wide filter (besides [`COMMON_ARGS`]).
+const DAEMON_ARGS: &[ArgRule] = &[
+    (libc::SYS_socket, UNIX_ONLY),
+    (libc::SYS_socketpair, UNIX_ONLY),
+    (libc::SYS_openat, OPEN_READ_ONLY),
+    (libc::SYS_prctl, PRCTL),
+    (libc::SYS_ioctl, DAEMON_IOCTLS),
+];
+
+/// Argument rules of the connection thread's filter.
+const CONNECTION_ARGS: &[ArgRule] = &[
+    (libc::SYS_socket, UNIX_ONLY),
+    (libc::SYS_socketpair, UNIX_ONLY),
+    (libc::SYS_prctl, PRCTL),
+    (
+        libc::SYS_ioctl,
+        &[
+            eq(1, libc::FIONBIO),
+            eq(1, libc::FIOCLEX),
+            eq(1, libc::FIONCLEX),
+        ],
+    ),
+];
+
+/// A filter allowing `calls`, and each call of `args` only in the forms it
+/// lists (a call in both: the forms win).
+fn program(calls: &[&[i64]], args: &[&[ArgRule]], mode: Mode) -> Result<BpfProgram, String> {
     let mismatch = match mode {
         Mode::Kill => SeccompAction::KillProcess,
         Mode::Log => SeccompAction::Log,
@@ -165,14 +281,20 @@ fn program(calls: &[&[i64]], by_arg1: &[(i64, &[u64])], mode: Mode) -> Result<Bp
         .flat_map(|l| l.iter())
         .map(|&n| (n, Vec::new()))
         .collect();
-    for &(call, values) in by_arg1 {
+    for &(call, forms) in args.iter().flat_map(|l| l.iter()) {
         // (an empty rule list would allow the call with any argument)
-        if values.is_empty() {
+        if forms.is_empty() {
             continue;
         }
         let mut rs = Vec::new();
-        for &v in values {
-            let c = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v)
+        for w in forms {
+            // the arguments these rules look at are ints or flags: 32 bits
+            let op = if w.mask == u64::MAX {
+                SeccompCmpOp::Eq
+            } else {
+                SeccompCmpOp::MaskedEq(w.mask)
+            };
+            let c = SeccompCondition::new(w.arg, SeccompCmpArgLen::Dword, op, w.value)
                 .map_err(|e| format!("seccomp condition: {e}"))?;
             rs.push(SeccompRule::new(vec![c]).map_err(|e| format!("seccomp rule: {e}"))?);
         }
@@ -190,7 +312,7 @@ pub fn install(mode: Mode) -> Result<(), String> {
     if mode == Mode::Off {
         return Ok(());
     }
-    let prog = program(&[COMMON, DAEMON], &[], mode)?;
+    let prog = program(&[COMMON, DAEMON], &[COMMON_ARGS, DAEMON_ARGS], mode)?;
     seccompiler::apply_filter_all_threads(&prog).map_err(|e| format!("seccomp: {e}"))?;
     let _ = THREAD_MODE.set(mode);
     log::info!("seccomp filter installed ({mode:?})");
@@ -207,8 +329,11 @@ pub fn enter_worker() -> Result<(), String> {
     let prog = program(
         &[COMMON],
         &[
-            (libc::SYS_ioctl, WORKER_IOCTLS),
-            (libc::SYS_fcntl, FCNTL_FLAGS),
+            COMMON_ARGS,
+            &[
+                (libc::SYS_ioctl, WORKER_IOCTLS),
+                (libc::SYS_fcntl, FCNTL_FLAGS),
+            ],
         ],
         mode,
     )?;
@@ -224,6 +349,171 @@ pub fn enter_shim() -> Result<(), String> {
     let Some(&mode) = THREAD_MODE.get() else {
         return Ok(());
     };
-    let prog = program(&[COMMON, SHIM], &[(libc::SYS_fcntl, FCNTL_FLAGS)], mode)?;
+    let prog = program(
+        &[COMMON, SHIM],
+        &[COMMON_ARGS, &[(libc::SYS_fcntl, FCNTL_FLAGS)]],
+        mode,
+    )?;
     seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp (shim): {e}"))
+}
+
+/// Called by the thread that serves front-end connections, before the
+/// first: stacks the connection filter on it (and so on the shims it
+/// starts) if [`install`] armed it. No files, no pipes, no TAP ioctls.
+pub fn enter_connection() -> Result<(), String> {
+    let Some(&mode) = THREAD_MODE.get() else {
+        return Ok(());
+    };
+    let prog = program(&[COMMON, CONNECTION], &[COMMON_ARGS, CONNECTION_ARGS], mode)?;
+    seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp (connection): {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Command;
+
+    use super::*;
+
+    const CASE: &str = "VHOSTD_SECCOMP_CASE";
+
+    /// Child side: installs one filter on this thread, makes one call and
+    /// returns (so the child exits 0 unless the filter killed it).
+    #[allow(unsafe_code)]
+    fn child(case: &str) {
+        let (filter, call) = case.split_once(':').expect("filter:call");
+        let prog = match filter {
+            "daemon" => program(&[COMMON, DAEMON], &[COMMON_ARGS, DAEMON_ARGS], Mode::Kill),
+            "connection" => program(
+                &[COMMON, CONNECTION],
+                &[COMMON_ARGS, CONNECTION_ARGS],
+                Mode::Kill,
+            ),
+            _ => panic!("filter {filter}"),
+        }
+        .expect("program");
+        seccompiler::apply_filter(&prog).expect("apply");
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let path = c"/proc/self/stat";
+        let rc: i64 = match call {
+            // SAFETY (all): raw calls with valid constant arguments; the
+            // result is only compared, any fd or mapping is left to exit.
+            "mmap_rw" | "mmap_exec" => {
+                let p = if call == "mmap_rw" {
+                    prot
+                } else {
+                    prot | libc::PROT_EXEC
+                };
+                // SAFETY: see above
+                let m = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        p,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                };
+                if m == libc::MAP_FAILED {
+                    -1
+                } else {
+                    0
+                }
+            }
+            "mprotect_exec" => {
+                // SAFETY: see above
+                let m = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        4096,
+                        prot,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                };
+                // SAFETY: see above
+                i64::from(unsafe { libc::mprotect(m, 4096, libc::PROT_READ | libc::PROT_EXEC) })
+            }
+            "socket_unix" => {
+                // SAFETY: see above
+                i64::from(unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) })
+            }
+            // SAFETY: see above
+            "socket_inet" => i64::from(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) }),
+            "socketpair_inet" => {
+                let mut fds = [0i32; 2];
+                // SAFETY: see above; `fds` has room for the two fds
+                i64::from(unsafe {
+                    libc::socketpair(libc::AF_INET, libc::SOCK_STREAM, 0, fds.as_mut_ptr())
+                })
+            }
+            // SAFETY: see above
+            "open_read" => i64::from(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) }),
+            // SAFETY: see above (the file exists and cannot be created)
+            "open_write" => i64::from(unsafe { libc::open(path.as_ptr(), libc::O_WRONLY) }),
+            // SAFETY: see above
+            "ioctl_fionbio" => i64::from(unsafe { libc::ioctl(0, libc::FIONBIO, &0i32) }),
+            // SAFETY: see above (TIOCSTI would push a byte into a terminal)
+            "ioctl_tiocsti" => i64::from(unsafe { libc::ioctl(0, libc::TIOCSTI, c"x".as_ptr()) }),
+            // SAFETY: see above
+            "prctl_name" => i64::from(unsafe { libc::prctl(libc::PR_SET_NAME, c"t".as_ptr()) }),
+            // SAFETY: see above
+            "prctl_dumpable" => i64::from(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1) }),
+            _ => panic!("call {call}"),
+        };
+        println!("{case}: returned {rc}");
+    }
+
+    #[test]
+    fn test_seccomp_argument_rules_kill_the_forms_not_listed() {
+        if let Ok(case) = std::env::var(CASE) {
+            return child(&case);
+        }
+        let exe = std::env::current_exe().unwrap();
+        let cases = [
+            ("daemon:mmap_rw", false),
+            ("daemon:mmap_exec", true),
+            ("daemon:mprotect_exec", true),
+            ("daemon:socket_unix", false),
+            ("daemon:socket_inet", true),
+            ("daemon:socketpair_inet", true),
+            ("daemon:open_read", false),
+            ("daemon:open_write", true),
+            ("daemon:ioctl_fionbio", false),
+            ("daemon:ioctl_tiocsti", true),
+            ("daemon:prctl_name", false),
+            ("daemon:prctl_dumpable", true),
+            ("connection:socket_unix", false),
+            ("connection:socket_inet", true),
+            ("connection:mmap_exec", true),
+            ("connection:open_read", true),
+            ("connection:ioctl_fionbio", false),
+        ];
+        for (case, killed) in cases {
+            let out = Command::new(&exe)
+                .args([
+                    "--exact",
+                    "seccomp::tests::test_seccomp_argument_rules_kill_the_forms_not_listed",
+                    "--test-threads=1",
+                    "--nocapture",
+                ])
+                .env(CASE, case)
+                .output()
+                .unwrap();
+            let st = out.status;
+            if killed {
+                assert_eq!(
+                    st.signal(),
+                    Some(libc::SIGSYS),
+                    "{case}: {st:?}, want SIGSYS"
+                );
+            } else {
+                let so = String::from_utf8_lossy(&out.stdout);
+                assert!(st.success(), "{case}: {st:?}\n{so}");
+                assert!(so.contains(&format!("{case}: returned")), "{case}: {so}");
+            }
+        }
+    }
 }

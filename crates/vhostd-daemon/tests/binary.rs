@@ -277,8 +277,11 @@ fn threads(pid: u32) -> Vec<(String, String)> {
 
 #[test]
 fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers_and_shims() {
-    for (mode, want_main, want_worker) in [("kill", "1", "2"), ("log", "1", "2"), ("off", "0", "0")]
-    {
+    // filters per thread: the daemon-wide one everywhere; the connection
+    // thread (main) stacks its own, which its shims inherit before they
+    // stack theirs; each worker stacks one
+    for (mode, on) in [("kill", true), ("log", true), ("off", false)] {
+        let n = |k: u32| if on { k.to_string() } else { "0".to_string() };
         let d = tmpdir(&format!("seccomp-{mode}"));
         let sock = d.join("v.sock");
         let p = spawn(&[
@@ -307,25 +310,25 @@ fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers_and_shims() {
             assert_eq!(g.recv_n(qp, 1, T), vec![swapped(&f)], "{mode}");
         }
         let ts = threads(pid);
-        let (mut workers, mut shims) = (0, 0);
+        let (mut workers, mut shims, mut main) = (0, 0, 0);
         for (tid, comm) in &ts {
-            let (on, n) = thread_seccomp(pid, tid);
+            let (state, got) = thread_seccomp(pid, tid);
             let want = if comm.starts_with("vhostd-port0-q") {
                 workers += 1;
-                want_worker
+                n(2)
             } else if comm.starts_with("vhostd-shim") {
                 shims += 1;
-                want_worker
+                n(3)
+            } else if *tid == pid.to_string() {
+                main += 1;
+                n(2)
             } else {
-                want_main
+                n(1)
             };
-            assert_eq!(n, want, "{mode}: thread {comm} has {n} filters");
-            assert_eq!(
-                on == "2",
-                want != "0",
-                "{mode}: thread {comm} Seccomp: {on}"
-            );
+            assert_eq!(got, want, "{mode}: thread {comm} has {got} filters");
+            assert_eq!(state == "2", on, "{mode}: thread {comm} Seccomp: {state}");
         }
+        assert_eq!(main, 1, "{mode}: threads {ts:?}");
         assert_eq!(workers, 2, "{mode}: threads {ts:?}");
         assert_eq!(shims, 2, "{mode}: threads {ts:?}");
         // still serving after the filters: a second connection works
