@@ -144,6 +144,11 @@ fn serve_client(ports: &[Arc<Port>], stream: UnixStream) -> std::io::Result<()> 
 /// Serves the control socket forever (one thread per client).
 pub fn serve(listener: UnixListener, ports: Vec<Arc<Port>>) {
     let ports = Arc::new(ports);
+    if let Err(e) = crate::seccomp::enter_control() {
+        // no client is served without the filter it should have
+        log::error!("control socket closed: {e}");
+        return;
+    }
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let ports = ports.clone();

@@ -275,23 +275,6 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
     let coalesce = parse_coalesce(&args.coalesce)?;
     let seccomp_mode: seccomp::Mode = args.seccomp.parse().map_err(DaemonError::Arg)?;
     let ids = resolve_ids(args.user.as_deref(), args.group.as_deref())?;
-    // Sockets are handed to the new user first, so it can still remove them
-    // on exit (a sticky /tmp lets only the owner unlink).
-    let drop_privs = move |owned: &[PathBuf]| -> Result<(), DaemonError> {
-        if let Some((uid, gid)) = ids {
-            for p in owned {
-                std::os::unix::fs::chown(p, Some(uid), Some(gid))
-                    .map_err(|e| DaemonError::Socket(p.display().to_string(), e))?;
-            }
-            sys::drop_privileges(uid, gid)
-                .map_err(|e| DaemonError::Socket("privilege drop".into(), e))?;
-            log::info!("running as uid {uid} gid {gid}");
-        }
-        seccomp::install(seccomp_mode).map_err(DaemonError::Arg)?;
-        // this thread goes on to serve the front-end's connections
-        seccomp::enter_connection().map_err(DaemonError::Arg)?;
-        Ok(())
-    };
     let sock_display = args
         .socket_path
         .as_ref()
@@ -312,15 +295,41 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
         }
     }
     let mut cleanup = Vec::new();
+    let mut control = None;
     if let Some(ctl) = args.control_socket.as_ref() {
-        let l = bind_socket(ctl)?;
+        control = Some(bind_socket(ctl)?);
         cleanup.push(ctl.clone());
-        let ports = vec![port.clone()];
-        std::thread::Builder::new()
-            .name("vhostd-control".into())
-            .spawn(move || control::serve(l, ports))
-            .map_err(DaemonError::Spawn)?;
     }
+    // The control thread starts once the filters are armed, so that it
+    // stacks its own before its first client.
+    let ports = vec![port.clone()];
+    let start_control = move || -> Result<(), DaemonError> {
+        if let Some(l) = control {
+            std::thread::Builder::new()
+                .name("vhostd-control".into())
+                .spawn(move || control::serve(l, ports))
+                .map_err(DaemonError::Spawn)?;
+        }
+        Ok(())
+    };
+    // Sockets are handed to the new user first, so it can still remove them
+    // on exit (a sticky /tmp lets only the owner unlink).
+    let drop_privs = move |owned: &[PathBuf]| -> Result<(), DaemonError> {
+        if let Some((uid, gid)) = ids {
+            for p in owned {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .map_err(|e| DaemonError::Socket(p.display().to_string(), e))?;
+            }
+            sys::drop_privileges(uid, gid)
+                .map_err(|e| DaemonError::Socket("privilege drop".into(), e))?;
+            log::info!("running as uid {uid} gid {gid}");
+        }
+        seccomp::install(seccomp_mode).map_err(DaemonError::Arg)?;
+        start_control()?;
+        // this thread goes on to serve the front-end's connections
+        seccomp::enter_connection().map_err(DaemonError::Arg)?;
+        Ok(())
+    };
     log::info!(
         "port {}: back-end {spec}, {} queue pair(s), socket {sock_display}{}",
         args.name,

@@ -150,6 +150,21 @@ const CONNECTION: &[i64] = &[
     libc::SYS_seccomp,
 ];
 
+/// What the control socket's threads add to [`COMMON`]: accepting clients,
+/// a thread and a cloned stream per client.
+const CONTROL: &[i64] = &[
+    libc::SYS_fcntl,
+    libc::SYS_accept,
+    libc::SYS_accept4,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_shutdown,
+    libc::SYS_getsockopt,
+    libc::SYS_setsockopt,
+    libc::SYS_clone,
+    libc::SYS_clone3,
+];
+
 /// What the shim threads (quirks.rs) add to [`COMMON`]: passing the
 /// front-end's messages and fds along, and closing the connection.
 const SHIM: &[i64] = &[
@@ -268,6 +283,19 @@ const CONNECTION_ARGS: &[ArgRule] = &[
     ),
 ];
 
+/// Argument rules of the control threads' filter.
+const CONTROL_ARGS: &[ArgRule] = &[
+    (libc::SYS_prctl, PRCTL),
+    (
+        libc::SYS_ioctl,
+        &[
+            eq(1, libc::FIONBIO),
+            eq(1, libc::FIOCLEX),
+            eq(1, libc::FIONCLEX),
+        ],
+    ),
+];
+
 /// A filter allowing `calls`, and each call of `args` only in the forms it
 /// lists (a call in both: the forms win).
 fn program(calls: &[&[i64]], args: &[&[ArgRule]], mode: Mode) -> Result<BpfProgram, String> {
@@ -368,6 +396,18 @@ pub fn enter_connection() -> Result<(), String> {
     seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp (connection): {e}"))
 }
 
+/// Called by the control socket's thread before it accepts: stacks the
+/// control filter on it (and so on the client threads it starts) if
+/// [`install`] armed it. Returns whether a filter is on.
+pub fn enter_control() -> Result<bool, String> {
+    let Some(&mode) = THREAD_MODE.get() else {
+        return Ok(false);
+    };
+    let prog = program(&[COMMON, CONTROL], &[COMMON_ARGS, CONTROL_ARGS], mode)?;
+    seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp (control): {e}"))?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::process::ExitStatusExt;
@@ -384,6 +424,7 @@ mod tests {
         let (filter, call) = case.split_once(':').expect("filter:call");
         let prog = match filter {
             "daemon" => program(&[COMMON, DAEMON], &[COMMON_ARGS, DAEMON_ARGS], Mode::Kill),
+            "control" => program(&[COMMON, CONTROL], &[COMMON_ARGS, CONTROL_ARGS], Mode::Kill),
             "connection" => program(
                 &[COMMON, CONNECTION],
                 &[COMMON_ARGS, CONNECTION_ARGS],
@@ -490,6 +531,10 @@ mod tests {
             ("connection:mmap_exec", true),
             ("connection:open_read", true),
             ("connection:ioctl_fionbio", false),
+            ("control:mmap_rw", false),
+            ("control:socket_unix", true),
+            ("control:open_read", true),
+            ("control:prctl_name", false),
         ];
         for (case, killed) in cases {
             let out = Command::new(&exe)

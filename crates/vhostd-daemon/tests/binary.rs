@@ -284,6 +284,7 @@ fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers_and_shims() {
         let n = |k: u32| if on { k.to_string() } else { "0".to_string() };
         let d = tmpdir(&format!("seccomp-{mode}"));
         let sock = d.join("v.sock");
+        let ctl = d.join("ctl.sock");
         let p = spawn(&[
             "--socket-path",
             sock.to_str().unwrap(),
@@ -293,9 +294,21 @@ fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers_and_shims() {
             "2",
             "--seccomp",
             mode,
+            "--control-socket",
+            ctl.to_str().unwrap(),
         ]);
         assert!(wait_path(&sock));
         let pid = p.0.id();
+        // a control client, answered (by a thread under the control filter)
+        let c = UnixStream::connect(&ctl).unwrap();
+        c.set_read_timeout(Some(T)).unwrap();
+        (&c).write_all(b"{\"v\":1,\"cmd\":\"version\"}\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(&c).read_line(&mut line).unwrap();
+        assert!(
+            line.contains("\"ok\":true"),
+            "{mode}: control answer {line}"
+        );
         // traffic through both pairs: both workers started a ring
         let mut g = FakeGuest::connect(
             UnixStream::connect(&sock).unwrap(),
@@ -310,7 +323,7 @@ fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers_and_shims() {
             assert_eq!(g.recv_n(qp, 1, T), vec![swapped(&f)], "{mode}");
         }
         let ts = threads(pid);
-        let (mut workers, mut shims, mut main) = (0, 0, 0);
+        let (mut workers, mut shims, mut main, mut control) = (0, 0, 0, 0);
         for (tid, comm) in &ts {
             let (state, got) = thread_seccomp(pid, tid);
             let want = if comm.starts_with("vhostd-port0-q") {
@@ -319,6 +332,9 @@ fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers_and_shims() {
             } else if comm.starts_with("vhostd-shim") {
                 shims += 1;
                 n(3)
+            } else if comm.starts_with("vhostd-control") || comm.starts_with("vhostd-ctl") {
+                control += 1;
+                n(2)
             } else if *tid == pid.to_string() {
                 main += 1;
                 n(2)
@@ -329,6 +345,7 @@ fn test_bin_seccomp_filters_every_thread_and_stacks_one_on_workers_and_shims() {
             assert_eq!(state == "2", on, "{mode}: thread {comm} Seccomp: {state}");
         }
         assert_eq!(main, 1, "{mode}: threads {ts:?}");
+        assert_eq!(control, 2, "{mode}: threads {ts:?}");
         assert_eq!(workers, 2, "{mode}: threads {ts:?}");
         assert_eq!(shims, 2, "{mode}: threads {ts:?}");
         // still serving after the filters: a second connection works
