@@ -34,4 +34,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   log "apt-get install ${missing[*]}"
   apt_retry install -y --no-install-recommends "${missing[@]}"
 fi
+# 2 MiB huge pages: a QEMU guest on hugetlbfs memory (tests/qemu-guest.sh
+# HUGEPAGES=1, 256 pages) and the memory crate's hugetlbfs test (2 pages).
+# Reserved only if fewer are free; VHOSTD_HUGEPAGES=0 leaves them alone.
+want=${VHOSTD_HUGEPAGES:-272}
+if [ "$want" -gt 0 ] && [ -w /proc/sys/vm/nr_hugepages ]; then
+  free=$(awk '/^HugePages_Free/ {print $2}' /proc/meminfo)
+  if [ "${free:-0}" -lt "$want" ]; then
+    total=$(cat /proc/sys/vm/nr_hugepages)
+    echo $(( total + want - free )) > /proc/sys/vm/nr_hugepages || true
+    log "huge pages: $(awk '/^HugePages_Free/ {print $2}' /proc/meminfo) free of $(cat /proc/sys/vm/nr_hugepages) (wanted $want free)"
+  fi
+fi
 log "ok"

@@ -19,7 +19,7 @@ set -uo pipefail
 Q=${1:-1}
 MB=${2:-16}
 FLAVOR=${QEMU_FLAVOR:-system}
-TEST_NAME="qemu-guest q=$Q ($FLAVOR)${PACKED:+ packed}"
+TEST_NAME="qemu-guest q=$Q ($FLAVOR)${PACKED:+ packed}${HUGEPAGES:+ hugepages}"
 source "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
 [ "$(id -u)" = 0 ] || skip "needs root for the network namespace and TAP"
@@ -70,11 +70,20 @@ elif [ "$Q" -gt 1 ]; then DEVOPTS+=",vectors=$((2 * Q + 2))"; fi
 # PACKED=1: the guest drives packed virtqueues (QEMU packed=on)
 [ -n "${PACKED:-}" ] && DEVOPTS+=",packed=on"
 SMP=1; [ "$Q" -gt 1 ] && SMP=2
+# HUGEPAGES=1: guest memory on 2 MiB huge pages (a hugetlbfs memfd, as NFV
+# guests run); needs 256 free ones (scripts/setup.sh reserves them)
+MEMOPTS="size=512M,share=on"
+if [ -n "${HUGEPAGES:-}" ]; then
+  free=$(awk '/^HugePages_Free/ {print $2}' /proc/meminfo)
+  [ "$(awk '/^Hugepagesize/ {print $2}' /proc/meminfo)" = 2048 ] || skip "huge page size is not 2 MiB"
+  [ "${free:-0}" -ge 256 ] || skip "needs 256 free 2 MiB huge pages, $free free (scripts/setup.sh reserves them)"
+  MEMOPTS+=",hugetlb=on,hugetlbsize=2M"
+fi
 
 boot() { # boot NAME TESTS
   local name=$1 tests=$2
   timeout -k 5 "${QEMU_TIMEOUT:-300}" "$QEMU_BIN" "${QEMU_L[@]}" -accel tcg -smp "$SMP" -m 512M \
-    -object memory-backend-memfd,id=mem,size=512M,share=on -numa node,memdev=mem \
+    -object "memory-backend-memfd,id=mem,$MEMOPTS" -numa node,memdev=mem \
     -nodefaults -no-user-config -display none -monitor none -no-reboot \
     -serial "file:$W/serial-$name.log" \
     -kernel "$KERNEL" -initrd "$INITRD" \

@@ -137,27 +137,38 @@ extern "C" fn on_sigbus(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mu
         start != 0 && addr >= start && addr.wrapping_sub(start) < len
     });
     if let Some(s) = hit {
-        let at = addr & !(page.wrapping_sub(1));
-        // SAFETY: `at` is page-aligned and inside a guest mapping this crate
-        // made (registered above); replacing one page of it with a private
-        // anonymous page changes only what later guest-memory copies read
-        // and write there. No Rust reference into guest memory exists (the
-        // crate only copies through volatile accessors), so nothing is
-        // invalidated.
-        let p = unsafe {
-            libc::mmap(
-                at as *mut libc::c_void,
-                page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
-                -1,
-                0,
-            )
-        };
-        if p != libc::MAP_FAILED {
-            s.faults.fetch_add(1, Ordering::AcqRel);
-            FAULTS.fetch_add(1, Ordering::AcqRel);
-            return;
+        let start = s.start.load(Ordering::Acquire);
+        let end = start.saturating_add(s.len.load(Ordering::Acquire));
+        // The base page first; a hugetlbfs mapping can only be replaced in
+        // whole huge pages (the kernel refuses to split it elsewhere), so
+        // then 2 MiB and 1 GiB blocks, each only if it lies inside the
+        // mapping (hugetlbfs mappings are aligned to their page size).
+        for size in [page, 2 << 20, 1 << 30] {
+            let at = addr & !(size.wrapping_sub(1));
+            if at < start || at.saturating_add(size) > end {
+                continue;
+            }
+            // SAFETY: `[at, at+size)` is aligned and inside a guest mapping
+            // this crate made (registered above); replacing it with private
+            // anonymous memory changes only what later guest-memory copies
+            // read and write there. No Rust reference into guest memory
+            // exists (the crate only copies through volatile accessors), so
+            // nothing is invalidated.
+            let p = unsafe {
+                libc::mmap(
+                    at as *mut libc::c_void,
+                    size,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                s.faults.fetch_add(1, Ordering::AcqRel);
+                FAULTS.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
         }
     }
     // Not guest memory (or the page could not be replaced): default action,
