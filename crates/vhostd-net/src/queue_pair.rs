@@ -29,6 +29,12 @@ const TX_BATCH: usize = 32;
 /// line): split h2g 35.5 -> 40.6 Mpps, packed h2g 38 -> 41.4.
 const RX_GROUP: usize = 16;
 
+/// Used entries are published (made visible to the driver) at least this
+/// often within a burst, not only at its end: the driver starts consuming
+/// while the rest of the burst is done (DPDK publishes per enqueue/dequeue
+/// call of 32). The notification decision stays once per burst.
+const PUBLISH_EVERY: usize = 32;
+
 /// TX chains taken at once by `pop_batch` within a TX_BATCH. 8 against 4
 /// and 16 at 64 B: split g2h 30.1 / 33.0 / 34.5 Mpps, packed g2h 34.5 /
 /// 33.4 / 32.3; 8 is within 4 % of the best of both.
@@ -311,6 +317,10 @@ impl QueuePair {
                     }
                 }
                 done = done.saturating_add(n);
+                if n == want && done < BURST {
+                    // this batch's completions to the driver now
+                    q.publish_used(mem)?;
+                }
                 if n < want {
                     break;
                 }
@@ -445,7 +455,12 @@ impl QueuePair {
         let mut delivered = 0usize;
         let mut used = 0usize;
         let mut retries = 0usize;
+        let mut shown = 0usize;
         let status = loop {
+            if used.saturating_sub(shown) >= PUBLISH_EVERY {
+                q.publish_used(mem)?;
+                shown = used;
+            }
             if delivered >= BURST {
                 break Status::More;
             }

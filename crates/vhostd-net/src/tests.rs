@@ -714,3 +714,113 @@ fn test_qp_tx_groups_send_every_frame_whole_on_both_layouts() {
         );
     }
 }
+
+/// A back-end that notes, at every frame it gives or takes, how many used
+/// entries the driver can already see (split ring: used.idx in guest
+/// memory), and gives `frames` frames on RX.
+/// The driver's memory and used ring (set once the rig exists), and what
+/// the driver saw at each frame.
+type Seen = std::sync::Arc<
+    std::sync::Mutex<(
+        Option<(std::sync::Arc<vhostd_mem::GuestMem>, u64)>,
+        Vec<u16>,
+    )>,
+>;
+
+struct Peek {
+    at: Seen,
+    frames: usize,
+}
+
+impl std::fmt::Debug for Peek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Peek")
+    }
+}
+
+impl Peek {
+    fn note(&self) {
+        let mut g = self.at.lock().unwrap();
+        let seen = g.0.as_ref().map(|(m, used)| m.read_u16(used + 2).unwrap());
+        g.1.push(seen.unwrap_or(0));
+    }
+}
+
+impl Backend for Peek {
+    fn configure(&mut self, _: usize, _: Offloads) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn send(&mut self, _: &[u8]) -> Result<(), BackendError> {
+        self.note();
+        Ok(())
+    }
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, BackendError> {
+        if self.frames == 0 {
+            return Ok(None);
+        }
+        self.frames -= 1;
+        self.note();
+        let f = frame(60, self.frames as u8);
+        buf[..f.len()].copy_from_slice(&f);
+        Ok(Some(f.len()))
+    }
+    fn rx_fd(&self) -> Option<RawFd> {
+        None
+    }
+    fn rx_pending(&self) -> bool {
+        self.frames > 0
+    }
+    fn supports_offloads(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn test_qp_used_entries_are_published_within_a_burst_not_only_at_its_end() {
+    // The driver starts on completions while the rest of a burst is done
+    // (PUBLISH_EVERY): by the time the device works on frame k of a burst,
+    // the driver sees at least the multiple of 32 below k - 32 as used.
+    // Both directions, one burst of 200 frames each.
+    const N: usize = 200;
+    for tx in [false, true] {
+        let at = std::sync::Arc::new(std::sync::Mutex::new((None, Vec::new())));
+        let be = Peek {
+            at: at.clone(),
+            frames: if tx { 0 } else { N },
+        };
+        let mut r = rig_layout(V1 | MRG, Box::new(be), 256, 2048, false);
+        let (lrx, end) = DriverLayout::at(BASE, 256, 2048);
+        let used = if tx {
+            DriverLayout::at(end, 256, 2048).0.used
+        } else {
+            lrx.used
+        };
+        at.lock().unwrap().0 = Some((r.m.mem.clone(), used));
+        let mut st = QueueStats::default();
+        if tx {
+            for i in 0..N {
+                r.tx.send_tx(&frame(60, i as u8)).unwrap();
+            }
+            r.qp.process_tx(&r.m.mem, &mut st).unwrap();
+        } else {
+            r.rx.post_rx(N, 2048);
+            r.qp.process_rx(&r.m.mem, &mut st).unwrap();
+        }
+        assert_eq!(st.packets as usize, N, "tx {tx}");
+        let seen = at.lock().unwrap().1.clone();
+        assert_eq!(seen.len(), N, "tx {tx}");
+        for (k, &s) in seen.iter().enumerate() {
+            let want = (k.saturating_sub(32) / 32 * 32) as u16;
+            assert!(
+                s >= want,
+                "tx {tx}: at frame {k} the driver saw {s} used, want >= {want}"
+            );
+        }
+        let (used_now, want_end) = if tx {
+            (r.tx.used().len(), N)
+        } else {
+            (r.rx.used().len(), N)
+        };
+        assert_eq!(used_now, want_end, "tx {tx}: all published at the end");
+    }
+}
