@@ -31,6 +31,7 @@ struct Cli {
 enum Prio {
     High,
     Normal,
+    Low,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -172,6 +173,7 @@ fn print_port(p: &PortReport) {
         let prio = match q.settings.priority {
             Priority::High => "high",
             Priority::Normal => "normal",
+            Priority::Low => "low",
         };
         print!(
             "  {:<6} {:>4} {:>6} {:>10} {:>7}",
@@ -270,6 +272,7 @@ fn main() {
             let priority = match class {
                 Prio::High => Priority::High,
                 Prio::Normal => Priority::Normal,
+                Prio::Low => Priority::Low,
             };
             ask(
                 sock,

@@ -206,6 +206,11 @@ pub enum Priority {
     /// Serviced first in every worker pass; its calls are never coalesced;
     /// its worker thread runs at a higher scheduling priority.
     High,
+    /// A tenant the operator puts behind the others: when every queue a
+    /// worker serves is low (and none high), the worker thread runs at the
+    /// lowest scheduling priority (nice 19), so it gets the CPU that
+    /// normal workers leave (docs/THREAT-MODEL.md, isolation).
+    Low,
 }
 
 /// How a port's workers wait for work (docs/PERFORMANCE.md).

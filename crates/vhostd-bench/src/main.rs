@@ -76,6 +76,10 @@ enum Bench {
         /// Worker mode of both ports: event, poll or adaptive.
         #[arg(long, default_value = "adaptive")]
         mode: String,
+        /// In the low-priority run, leave the hostile guest's vCPU (its
+        /// fake-guest thread) at nice 0: only vhostd's worker is lowered.
+        #[arg(long)]
+        vcpu_normal: bool,
         /// Write the results as JSON here.
         #[arg(long)]
         json: Option<String>,
@@ -608,6 +612,10 @@ enum Neighbour {
     /// A hostile guest on another port of the same daemon: maximum-length
     /// chains and kick storms (its fake-guest thread plus vhostd's worker).
     Hostile,
+    /// The same hostile guest, put behind the others by the operator: its
+    /// queues at low priority (vhostd runs its worker at nice 19) and its
+    /// vCPU (the fake-guest thread) at nice 19 too, as a VMM would.
+    HostileLow,
 }
 
 /// One isolation measurement of port A.
@@ -630,15 +638,29 @@ struct Iso {
 /// A gets about half the CPU: "alone" vs "hostile" mixes CPU sharing with
 /// what vhostd does. "hogs" vs "hostile" is what the hostile port costs A
 /// beyond taking its share of CPU: the isolation vhostd is answerable for.
-fn isolation(
+/// How `isolation` runs (its command-line arguments).
+struct IsoArgs {
     secs: f64,
     rounds: usize,
     pings: usize,
     offered: f64,
-    mode: &str,
+    mode: String,
+    /// Put the hostile guest's vCPU thread at nice 19 too in the low run.
+    low_vcpu: bool,
     json: Option<String>,
-) {
-    let mode = match mode {
+}
+
+fn isolation(args: IsoArgs) {
+    let IsoArgs {
+        secs,
+        rounds,
+        pings,
+        offered,
+        mode,
+        low_vcpu,
+        json,
+    } = args;
+    let mode = match mode.as_str() {
         "event" => WorkerMode::Event,
         "poll" => WorkerMode::Poll,
         _ => WorkerMode::Adaptive,
@@ -665,11 +687,19 @@ fn isolation(
                     }));
                 }
             }
-            Neighbour::Hostile => {
+            Neighbour::Hostile | Neighbour::HostileLow => {
+                let low = kind == Neighbour::HostileLow;
                 let mut b = Rig::with_mode(&BackendSpec::Sink, 1, true, CoalescePolicy::Off, mode);
+                if low {
+                    b.port.update_settings(None, |s| s.priority = Priority::Low);
+                }
                 let p = b.pairs.pop().unwrap();
                 let st = stop.clone();
                 threads.push(std::thread::spawn(move || {
+                    if low && low_vcpu {
+                        let me = rustix::thread::gettid();
+                        let _ = rustix::process::setpriority_process(Some(me), 19);
+                    }
                     let n = hostile(p, &st);
                     drop(b);
                     n
@@ -702,45 +732,57 @@ fn isolation(
          1-frame request/response p99 us"
     );
     println!(
-        "{:<5} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} | {:>7} {:>7} {:>7} | {:>6} {:>6}",
+        "{:<5} {:>7} {:>7} {:>7} {:>7} | {:>6} {:>6} {:>6} {:>6} | {:>7} {:>7} {:>7} | {:>6} {:>6}",
         "round",
         "alone",
         "hogs",
         "hostile",
+        "h.low",
         "paced",
         "hogs",
         "host.",
+        "h.low",
         "p99",
         "hogs",
         "host.",
         "h/hogs",
         "paced"
     );
-    let kinds = [Neighbour::Alone, Neighbour::Hogs, Neighbour::Hostile];
+    let kinds = [
+        Neighbour::Alone,
+        Neighbour::Hogs,
+        Neighbour::Hostile,
+        Neighbour::HostileLow,
+    ];
     let mut rows = Vec::new();
     for r in 0..rounds.max(1) {
         // rotate the order so that no kind always runs first
-        let mut res = [None; 3];
-        for k in 0..3 {
-            let i = (k + r) % 3;
+        let mut res = [None; 4];
+        for k in 0..4 {
+            let i = (k + r) % 4;
             res[i] = Some(run(kinds[i]));
         }
-        let [al, hg, hs] = res.map(Option::unwrap);
+        let [al, hg, hs, lo] = res.map(Option::unwrap);
         let sat = hs.mpps / hg.mpps;
         let paced = hs.kept / hg.kept;
         println!(
-            "{r:<5} {:>7.3} {:>7.3} {:>7.3} | {:>6.3} {:>6.3} {:>6.3} | {:>7.1} {:>7.1} {:>7.1} | {sat:>6.2} {paced:>6.2}",
-            al.mpps, hg.mpps, hs.mpps, al.kept, hg.kept, hs.kept, al.p99, hg.p99, hs.p99
+            "{r:<5} {:>7.3} {:>7.3} {:>7.3} {:>7.3} | {:>6.3} {:>6.3} {:>6.3} {:>6.3} | {:>7.1} {:>7.1} {:>7.1} | {sat:>6.2} {paced:>6.2}",
+            al.mpps, hg.mpps, hs.mpps, lo.mpps, al.kept, hg.kept, hs.kept, lo.kept, al.p99, hg.p99, hs.p99
         );
         rows.push(serde_json::json!({
             "alone": {"mpps": al.mpps, "paced_kept": al.kept, "p50_us": al.p50, "p99_us": al.p99},
             "hogs": {"mpps": hg.mpps, "paced_kept": hg.kept, "p50_us": hg.p50, "p99_us": hg.p99},
             "hostile": {"mpps": hs.mpps, "paced_kept": hs.kept, "p50_us": hs.p50, "p99_us": hs.p99,
                 "chains": hs.chains},
+            "hostile_low": {"mpps": lo.mpps, "paced_kept": lo.kept, "p50_us": lo.p50,
+                "p99_us": lo.p99, "chains": lo.chains},
             "saturated_hostile_vs_hogs": sat, "paced_hostile_vs_hogs": paced,
             "saturated_hostile_vs_alone": hs.mpps / al.mpps,
             "paced_hostile_vs_alone": hs.kept / al.kept,
             "p99_hostile_vs_hogs": hs.p99 / hg.p99,
+            "saturated_low_vs_alone": lo.mpps / al.mpps,
+            "paced_low_vs_alone": lo.kept / al.kept,
+            "p99_low_vs_alone": lo.p99 / al.p99,
         }));
     }
     let med = |k: &str| {
@@ -759,13 +801,23 @@ fn isolation(
         med("saturated_hostile_vs_alone"),
         med("paced_hostile_vs_alone")
     );
+    println!(
+        "median, hostile port at low priority vs alone: saturated {:.2}, paced {:.2} \
+         (target >= 0.80), p99 x{:.2} (target <= 2)",
+        med("saturated_low_vs_alone"),
+        med("paced_low_vs_alone"),
+        med("p99_low_vs_alone")
+    );
     if let Some(path) = json {
         let v = serde_json::json!({"rounds": rows, "offered_mpps": offered,
             "median_saturated_hostile_vs_hogs": med("saturated_hostile_vs_hogs"),
             "median_paced_hostile_vs_hogs": med("paced_hostile_vs_hogs"),
             "median_p99_hostile_vs_hogs": med("p99_hostile_vs_hogs"),
             "median_saturated_hostile_vs_alone": med("saturated_hostile_vs_alone"),
-            "median_paced_hostile_vs_alone": med("paced_hostile_vs_alone")});
+            "median_paced_hostile_vs_alone": med("paced_hostile_vs_alone"),
+            "median_saturated_low_vs_alone": med("saturated_low_vs_alone"),
+            "median_paced_low_vs_alone": med("paced_low_vs_alone"),
+            "median_p99_low_vs_alone": med("p99_low_vs_alone")});
         std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
     }
 }
@@ -813,8 +865,17 @@ fn main() {
             pings,
             offered,
             mode,
+            vcpu_normal,
             json,
-        } => isolation(secs, rounds, pings, offered, &mode, json),
+        } => isolation(IsoArgs {
+            secs,
+            rounds,
+            pings,
+            offered,
+            mode,
+            low_vcpu: !vcpu_normal,
+            json,
+        }),
         Bench::Exits {
             secs,
             pings,

@@ -100,6 +100,10 @@ pub struct Args {
     /// first, never coalesced, its worker at a higher scheduling priority.
     #[arg(long = "high-priority-queue")]
     pub high_priority_queues: Vec<u32>,
+    /// Virtqueue index with low priority (repeatable): a worker whose
+    /// queues are all low runs at nice 19 (a tenant put behind the others).
+    #[arg(long = "low-priority-queue")]
+    pub low_priority_queues: Vec<u32>,
 }
 
 /// Parses `--coalesce`.
@@ -287,11 +291,17 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
         "poll" => WorkerMode::Poll,
         _ => WorkerMode::Adaptive,
     });
-    for &q in &args.high_priority_queues {
-        if !port.update_settings(Some(q), |s| s.priority = Priority::High) {
-            return Err(DaemonError::Arg(format!(
-                "--high-priority-queue {q}: no such queue"
-            )));
+    let classes = [
+        (&args.high_priority_queues, Priority::High, "high"),
+        (&args.low_priority_queues, Priority::Low, "low"),
+    ];
+    for (queues, class, name) in classes {
+        for &q in queues {
+            if !port.update_settings(Some(q), |s| s.priority = class) {
+                return Err(DaemonError::Arg(format!(
+                    "--{name}-priority-queue {q}: no such queue"
+                )));
+            }
         }
     }
     let mut cleanup = Vec::new();

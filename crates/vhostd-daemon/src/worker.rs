@@ -92,6 +92,9 @@ const EPOLL_EVERY: u32 = 16;
 /// Nice value of a worker serving a high-priority queue (needs
 /// CAP_SYS_NICE; without it the worker keeps the default and says so).
 const HIGH_PRIORITY_NICE: i32 = -10;
+/// Nice value of a worker whose queues are all low priority (going back
+/// up from it needs CAP_SYS_NICE too, as any raise does).
+const LOW_PRIORITY_NICE: i32 = 19;
 /// How long the handler waits for a worker's answer.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -588,8 +591,15 @@ impl Worker {
                 r.priority = s.priority;
             }
         }
+        let served = [Dir::Rx, Dir::Tx].map(|d| {
+            self.settings
+                .get(d as usize)
+                .map_or(Priority::Normal, |s| s.priority)
+        });
         let want = if self.settings.iter().any(|s| s.priority == Priority::High) {
             HIGH_PRIORITY_NICE
+        } else if served.iter().all(|&p| p == Priority::Low) {
+            LOW_PRIORITY_NICE
         } else {
             0
         };

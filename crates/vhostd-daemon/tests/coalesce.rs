@@ -141,6 +141,68 @@ fn test_priority_high_queue_never_coalesced() {
     assert_eq!(d.port.report().queues[0].settings.priority, Priority::High);
 }
 
+/// Nice value of this process's thread called `comm` (None: no such thread).
+fn thread_nice(comm: &str) -> Option<i32> {
+    std::fs::read_dir("/proc/self/task").ok()?.find_map(|e| {
+        let dir = e.ok()?.path();
+        let c = std::fs::read_to_string(dir.join("comm")).ok()?;
+        if c.trim() != comm {
+            return None;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // fields after "(comm)": state is field 3, nice field 19
+        let rest = &stat[stat.rfind(')')? + 1..];
+        rest.split_whitespace().nth(16)?.parse().ok()
+    })
+}
+
+#[test]
+fn test_priority_sets_the_worker_thread_nice_low_only_when_all_its_queues_are_low() {
+    let d = Daemon::named("prio", 1, false);
+    let (mut g, _h) = d.guest(GuestOptions::default());
+    // a worker applies settings when it next wakes: traffic after each
+    let mut seed = 0;
+    let mut set = |q: u32, priority: Priority| {
+        control(
+            &d,
+            Command::SetPriority {
+                port: "prio".into(),
+                queue: Some(q),
+                priority,
+            },
+        );
+        one(&mut g, seed);
+        seed += 1;
+    };
+    let nice = || thread_nice("vhostd-prio-q0");
+    assert_eq!(nice(), Some(0), "worker starts at nice 0");
+    set(0, Priority::Low);
+    // one queue low, the other normal: the worker still serves a normal one
+    assert_eq!(nice(), Some(0), "rx low, tx normal");
+    set(1, Priority::Low);
+    assert!(
+        FakeGuest::wait_for(T, || nice() == Some(19)),
+        "both low: {:?}",
+        nice()
+    );
+    // raising it again needs CAP_SYS_NICE (tests run as root)
+    if rustix::process::geteuid().is_root() {
+        set(1, Priority::High);
+        assert!(
+            FakeGuest::wait_for(T, || nice() == Some(-10)),
+            "high wins: {:?}",
+            nice()
+        );
+        set(1, Priority::Normal);
+        assert!(
+            FakeGuest::wait_for(T, || nice() == Some(0)),
+            "normal: {:?}",
+            nice()
+        );
+    }
+    assert_eq!(d.port.report().queues[0].settings.priority, Priority::Low);
+}
+
 #[test]
 fn test_coalesce_adaptive_stays_immediate_for_request_response() {
     let d = Daemon::loopback(1);

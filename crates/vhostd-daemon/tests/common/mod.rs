@@ -33,8 +33,13 @@ impl Daemon {
     }
 
     pub fn with_ctrl(queues: usize, ctrl_vq: bool) -> Self {
+        Self::named("t", queues, ctrl_vq)
+    }
+
+    /// A port called `name` (its workers' threads are `vhostd-NAME-qI`).
+    pub fn named(name: &str, queues: usize, ctrl_vq: bool) -> Self {
         let (port, workers) =
-            vhostd_daemon::start_port("t", &BackendSpec::Loopback, "pair", queues, ctrl_vq)
+            vhostd_daemon::start_port(name, &BackendSpec::Loopback, "pair", queues, ctrl_vq)
                 .unwrap();
         Daemon { port, workers }
     }
