@@ -121,34 +121,25 @@ const DAEMON: &[i64] = &[
 
 /// What the connection thread (the one that reads and answers the
 /// front-end's requests, maps its memory tables, dups its eventfds and
-/// starts the shims) adds to [`COMMON`] once it serves: [`DAEMON`] without
-/// files (`openat`, `unlink*`), pipes, signals to other threads, affinity
-/// and the TAP ioctls.
-const CONNECTION: &[i64] = &[
-    libc::SYS_fcntl,
-    libc::SYS_accept,
-    libc::SYS_accept4,
-    libc::SYS_connect,
-    libc::SYS_recvfrom,
-    libc::SYS_recvmsg,
-    libc::SYS_sendto,
-    libc::SYS_sendmsg,
-    libc::SYS_shutdown,
-    libc::SYS_getsockopt,
-    libc::SYS_setsockopt,
-    libc::SYS_getsockname,
-    libc::SYS_poll,
-    libc::SYS_ppoll,
-    libc::SYS_dup,
-    libc::SYS_dup3,
-    libc::SYS_eventfd2,
-    libc::SYS_epoll_create1,
-    libc::SYS_timerfd_create,
-    libc::SYS_clone,
-    libc::SYS_clone3,
-    libc::SYS_rt_sigaction,
-    libc::SYS_seccomp,
+/// starts the shims) may not do of [`DAEMON`] once it serves: files
+/// (`unlink*`; `openat` is left out of its argument rules), pipes, signals
+/// to other threads, affinity (and the TAP ioctls, by its rules).
+const NOT_ON_CONNECTION: &[i64] = &[
+    libc::SYS_pipe2,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    libc::SYS_tgkill,
+    libc::SYS_sched_setaffinity,
 ];
+
+/// [`DAEMON`] without [`NOT_ON_CONNECTION`].
+fn connection_calls() -> Vec<i64> {
+    DAEMON
+        .iter()
+        .copied()
+        .filter(|c| !NOT_ON_CONNECTION.contains(c))
+        .collect()
+}
 
 /// What the control socket's threads add to [`COMMON`]: accepting clients,
 /// a thread and a cloned stream per client.
@@ -392,7 +383,11 @@ pub fn enter_connection() -> Result<(), String> {
     let Some(&mode) = THREAD_MODE.get() else {
         return Ok(());
     };
-    let prog = program(&[COMMON, CONNECTION], &[COMMON_ARGS, CONNECTION_ARGS], mode)?;
+    let prog = program(
+        &[COMMON, &connection_calls()],
+        &[COMMON_ARGS, CONNECTION_ARGS],
+        mode,
+    )?;
     seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp (connection): {e}"))
 }
 
@@ -426,7 +421,7 @@ mod tests {
             "daemon" => program(&[COMMON, DAEMON], &[COMMON_ARGS, DAEMON_ARGS], Mode::Kill),
             "control" => program(&[COMMON, CONTROL], &[COMMON_ARGS, CONTROL_ARGS], Mode::Kill),
             "connection" => program(
-                &[COMMON, CONNECTION],
+                &[COMMON, &connection_calls()],
                 &[COMMON_ARGS, CONNECTION_ARGS],
                 Mode::Kill,
             ),
@@ -490,6 +485,11 @@ mod tests {
                     libc::socketpair(libc::AF_INET, libc::SOCK_STREAM, 0, fds.as_mut_ptr())
                 })
             }
+            "pipe" => {
+                let mut fds = [0i32; 2];
+                // SAFETY: see above; `fds` has room for the two fds
+                i64::from(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })
+            }
             // SAFETY: see above
             "open_read" => i64::from(unsafe { libc::open(path.as_ptr(), libc::O_RDONLY) }),
             // SAFETY: see above (the file exists and cannot be created)
@@ -531,6 +531,8 @@ mod tests {
             ("connection:mmap_exec", true),
             ("connection:open_read", true),
             ("connection:ioctl_fionbio", false),
+            ("daemon:pipe", false),
+            ("connection:pipe", true),
             ("control:mmap_rw", false),
             ("control:socket_unix", true),
             ("control:open_read", true),
