@@ -171,7 +171,7 @@ static THREAD_MODE: OnceLock<Mode> = OnceLock::new();
 
 /// One allowed form of a call: `(argument & mask) == value`.
 #[derive(Debug, Clone, Copy)]
-pub struct When {
+struct When {
     arg: u8,
     mask: u64,
     value: u64,
@@ -205,11 +205,10 @@ const WORKER_IOCTLS: &[When] = &[
     eq(1, 0x4004_54d8), /* TUNSETVNETHDRSZ */
 ];
 
-/// The ioctls any thread makes once the filter is on: the worker's two,
-/// and those the standard library uses on fds (non-blocking, close-on-exec).
-const DAEMON_IOCTLS: &[When] = &[
-    eq(1, 0x4004_54d0), /* TUNSETOFFLOAD */
-    eq(1, 0x4004_54d8), /* TUNSETVNETHDRSZ */
+/// The ioctls the standard library makes on fds (non-blocking,
+/// close-on-exec); with [`WORKER_IOCTLS`], all the daemon makes once its
+/// filter is on.
+const STD_IOCTLS: &[When] = &[
     eq(1, libc::FIONBIO),
     eq(1, libc::FIOCLEX),
     eq(1, libc::FIONCLEX),
@@ -256,7 +255,8 @@ const DAEMON_ARGS: &[ArgRule] = &[
     (libc::SYS_socketpair, UNIX_ONLY),
     (libc::SYS_openat, OPEN_READ_ONLY),
     (libc::SYS_prctl, PRCTL),
-    (libc::SYS_ioctl, DAEMON_IOCTLS),
+    (libc::SYS_ioctl, WORKER_IOCTLS),
+    (libc::SYS_ioctl, STD_IOCTLS),
 ];
 
 /// Argument rules of the connection thread's filter.
@@ -264,31 +264,15 @@ const CONNECTION_ARGS: &[ArgRule] = &[
     (libc::SYS_socket, UNIX_ONLY),
     (libc::SYS_socketpair, UNIX_ONLY),
     (libc::SYS_prctl, PRCTL),
-    (
-        libc::SYS_ioctl,
-        &[
-            eq(1, libc::FIONBIO),
-            eq(1, libc::FIOCLEX),
-            eq(1, libc::FIONCLEX),
-        ],
-    ),
+    (libc::SYS_ioctl, STD_IOCTLS),
 ];
 
 /// Argument rules of the control threads' filter.
-const CONTROL_ARGS: &[ArgRule] = &[
-    (libc::SYS_prctl, PRCTL),
-    (
-        libc::SYS_ioctl,
-        &[
-            eq(1, libc::FIONBIO),
-            eq(1, libc::FIOCLEX),
-            eq(1, libc::FIONCLEX),
-        ],
-    ),
-];
+const CONTROL_ARGS: &[ArgRule] = &[(libc::SYS_prctl, PRCTL), (libc::SYS_ioctl, STD_IOCTLS)];
 
-/// A filter allowing `calls`, and each call of `args` only in the forms it
-/// lists (a call in both: the forms win).
+/// A filter allowing `calls`, and each call of `args` only in the forms its
+/// entries list (a call in both: the forms win; a call in several entries:
+/// any of their forms).
 fn program(calls: &[&[i64]], args: &[&[ArgRule]], mode: Mode) -> Result<BpfProgram, String> {
     let mismatch = match mode {
         Mode::Kill => SeccompAction::KillProcess,
@@ -317,7 +301,7 @@ fn program(calls: &[&[i64]], args: &[&[ArgRule]], mode: Mode) -> Result<BpfProgr
                 .map_err(|e| format!("seccomp condition: {e}"))?;
             rs.push(SeccompRule::new(vec![c]).map_err(|e| format!("seccomp rule: {e}"))?);
         }
-        rules.insert(call, rs);
+        rules.entry(call).or_default().extend(rs);
     }
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, TargetArch::x86_64)
         .map_err(|e| format!("seccomp filter: {e}"))?;
@@ -496,6 +480,8 @@ mod tests {
             "open_write" => i64::from(unsafe { libc::open(path.as_ptr(), libc::O_WRONLY) }),
             // SAFETY: see above
             "ioctl_fionbio" => i64::from(unsafe { libc::ioctl(0, libc::FIONBIO, &0i32) }),
+            // SAFETY: see above (TUNSETOFFLOAD on a non-TAP fd fails)
+            "ioctl_tap" => i64::from(unsafe { libc::ioctl(0, 0x4004_54d0, 0u64) }),
             // SAFETY: see above (TIOCSTI would push a byte into a terminal)
             "ioctl_tiocsti" => i64::from(unsafe { libc::ioctl(0, libc::TIOCSTI, c"x".as_ptr()) }),
             // SAFETY: see above
@@ -524,6 +510,8 @@ mod tests {
             ("daemon:open_write", true),
             ("daemon:ioctl_fionbio", false),
             ("daemon:ioctl_tiocsti", true),
+            ("daemon:ioctl_tap", false),
+            ("connection:ioctl_tap", true),
             ("daemon:prctl_name", false),
             ("daemon:prctl_dumpable", true),
             ("connection:socket_unix", false),
