@@ -54,7 +54,7 @@ run "qemu 10 guest interrupts with and without coalescing" bash tests/qemu-coale
 run "fuzz smoke (20 s per target)" bash scripts/fuzz.sh 20
 run "valgrind memcheck of the memory and ring crates' tests" bash scripts/valgrind.sh
 run "benchmark smoke (figures only, never pass/fail on numbers)" bash -c \
-  "target/debug/vhostd-bench exits --secs 0.2 --pings 200 && target/debug/vhostd-bench priority --pings 200 && target/debug/vhostd-bench isolation --secs 0.3 --rounds 1 --pings 200"
+  "target/debug/vhostd-bench exits --secs 0.2 --pings 200 && target/debug/vhostd-bench priority --pings 200 && target/debug/vhostd-bench isolation --secs 0.3 --rounds 1 --pings 200 && target/debug/vhostd-bench isolation --secs 0.3 --rounds 1 --pings 200 --pin"
 # The side-by-side harness and the mode comparison run end to end (every
 # path moves traffic on both back-ends; a failed cell exits 3), the ring
 # micro-benchmarks once each (criterion --test). Figures only.

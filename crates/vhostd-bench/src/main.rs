@@ -80,6 +80,11 @@ enum Bench {
         /// fake-guest thread) at nice 0: only vhostd's worker is lowered.
         #[arg(long)]
         vcpu_normal: bool,
+        /// Tenants on separate cores: port A's worker and guest on CPU 0,
+        /// the neighbour's (hostile port, hogs) on CPU 1, so that what is
+        /// left is interference beyond CPU sharing.
+        #[arg(long)]
+        pin: bool,
         /// Write the results as JSON here.
         #[arg(long)]
         json: Option<String>,
@@ -647,7 +652,47 @@ struct IsoArgs {
     mode: String,
     /// Put the hostile guest's vCPU thread at nice 19 too in the low run.
     low_vcpu: bool,
+    /// Port A on CPU 0, its neighbour on CPU 1.
+    pin: bool,
     json: Option<String>,
+}
+
+/// Tids of this process's threads called `comm`.
+fn tids_named(comm: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let c = std::fs::read_to_string(e.path().join("comm")).ok()?;
+        (c.trim() == comm).then_some(())?;
+        e.file_name().to_str()?.parse().ok()
+    })
+    .collect()
+}
+
+/// Pins thread `tid` (None: the calling thread) to `cpu`.
+fn pin_thread(tid: Option<i32>, cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let pid = match tid {
+        None => None,
+        Some(t) => match rustix::process::Pid::from_raw(t) {
+            Some(p) => Some(p),
+            None => return,
+        },
+    };
+    if let Err(e) = rustix::thread::sched_setaffinity(pid, &set) {
+        eprintln!("cannot pin thread {tid:?} to CPU {cpu}: {e}");
+    }
+}
+
+/// The worker of the newest `Rig` (its threads are all `vhostd-bench-q0`):
+/// the one not in `before`.
+fn new_worker(before: &[i32]) -> Option<i32> {
+    tids_named("vhostd-bench-q0")
+        .into_iter()
+        .find(|t| !before.contains(t))
 }
 
 fn isolation(args: IsoArgs) {
@@ -658,15 +703,28 @@ fn isolation(args: IsoArgs) {
         offered,
         mode,
         low_vcpu,
+        pin,
         json,
     } = args;
+    if pin {
+        // this thread drives port A
+        pin_thread(None, 0);
+    }
     let mode = match mode.as_str() {
         "event" => WorkerMode::Event,
         "poll" => WorkerMode::Poll,
         _ => WorkerMode::Adaptive,
     };
     let run = |kind: Neighbour| {
+        let before = tids_named("vhostd-bench-q0");
         let mut a = Rig::with_mode(&BackendSpec::Loopback, 1, true, CoalescePolicy::Off, mode);
+        let a_worker = new_worker(&before);
+        if pin {
+            match a_worker {
+                Some(t) => pin_thread(Some(t), 0),
+                None => eprintln!("port A's worker not found: not pinned"),
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         match kind {
@@ -675,6 +733,9 @@ fn isolation(args: IsoArgs) {
                 for _ in 0..2 {
                     let st = stop.clone();
                     threads.push(std::thread::spawn(move || {
+                        if pin {
+                            pin_thread(None, 1);
+                        }
                         let mut x = 0u64;
                         while !st.load(Ordering::Relaxed) {
                             for _ in 0..1000 {
@@ -689,13 +750,23 @@ fn isolation(args: IsoArgs) {
             }
             Neighbour::Hostile | Neighbour::HostileLow => {
                 let low = kind == Neighbour::HostileLow;
+                let before = tids_named("vhostd-bench-q0");
                 let mut b = Rig::with_mode(&BackendSpec::Sink, 1, true, CoalescePolicy::Off, mode);
+                if pin {
+                    match new_worker(&before) {
+                        Some(t) => pin_thread(Some(t), 1),
+                        None => eprintln!("the neighbour's worker not found: not pinned"),
+                    }
+                }
                 if low {
                     b.port.update_settings(None, |s| s.priority = Priority::Low);
                 }
                 let p = b.pairs.pop().unwrap();
                 let st = stop.clone();
                 threads.push(std::thread::spawn(move || {
+                    if pin {
+                        pin_thread(None, 1);
+                    }
                     if low && low_vcpu {
                         let me = rustix::thread::gettid();
                         let _ = rustix::process::setpriority_process(Some(me), 19);
@@ -780,6 +851,7 @@ fn isolation(args: IsoArgs) {
             "saturated_hostile_vs_alone": hs.mpps / al.mpps,
             "paced_hostile_vs_alone": hs.kept / al.kept,
             "p99_hostile_vs_hogs": hs.p99 / hg.p99,
+            "p99_hostile_vs_alone": hs.p99 / al.p99,
             "saturated_low_vs_alone": lo.mpps / al.mpps,
             "paced_low_vs_alone": lo.kept / al.kept,
             "p99_low_vs_alone": lo.p99 / al.p99,
@@ -797,9 +869,15 @@ fn isolation(args: IsoArgs) {
         med("p99_hostile_vs_hogs")
     );
     println!(
-        "median, hostile port vs alone (CPU sharing included): saturated {:.2}, paced {:.2}",
+        "median, hostile port vs alone ({}): saturated {:.2}, paced {:.2}, p99 x{:.2}",
+        if pin {
+            "tenants on separate cores"
+        } else {
+            "CPU sharing included"
+        },
         med("saturated_hostile_vs_alone"),
-        med("paced_hostile_vs_alone")
+        med("paced_hostile_vs_alone"),
+        med("p99_hostile_vs_alone")
     );
     println!(
         "median, hostile port at low priority vs alone: saturated {:.2}, paced {:.2} \
@@ -815,6 +893,8 @@ fn isolation(args: IsoArgs) {
             "median_p99_hostile_vs_hogs": med("p99_hostile_vs_hogs"),
             "median_saturated_hostile_vs_alone": med("saturated_hostile_vs_alone"),
             "median_paced_hostile_vs_alone": med("paced_hostile_vs_alone"),
+            "median_p99_hostile_vs_alone": med("p99_hostile_vs_alone"),
+            "pinned": pin,
             "median_saturated_low_vs_alone": med("saturated_low_vs_alone"),
             "median_paced_low_vs_alone": med("paced_low_vs_alone"),
             "median_p99_low_vs_alone": med("p99_low_vs_alone")});
@@ -866,6 +946,7 @@ fn main() {
             offered,
             mode,
             vcpu_normal,
+            pin,
             json,
         } => isolation(IsoArgs {
             secs,
@@ -874,6 +955,7 @@ fn main() {
             offered,
             mode,
             low_vcpu: !vcpu_normal,
+            pin,
             json,
         }),
         Bench::Exits {
