@@ -246,11 +246,22 @@ const PRCTL: &[When] = &[
     eq(0, libc::PR_GET_NO_NEW_PRIVS as u64),
 ];
 
+/// `clone`: threads only (`CLONE_THREAD` set), no new processes. glibc
+/// tries `clone3` first, whose flags sit in memory a filter cannot read:
+/// [`no_clone3`] makes it fail with ENOSYS, and glibc falls back to
+/// `clone`, which this rule can read.
+const THREADS_ONLY: &[When] = &[When {
+    arg: 0,
+    mask: libc::CLONE_THREAD as u64,
+    value: libc::CLONE_THREAD as u64,
+}];
+
 /// Argument rules every thread's filter carries.
 const COMMON_ARGS: &[ArgRule] = &[(libc::SYS_mmap, NO_EXEC), (libc::SYS_mprotect, NO_EXEC)];
 
 /// Argument rules of the daemon-wide filter (besides [`COMMON_ARGS`]).
 const DAEMON_ARGS: &[ArgRule] = &[
+    (libc::SYS_clone, THREADS_ONLY),
     (libc::SYS_socket, UNIX_ONLY),
     (libc::SYS_socketpair, UNIX_ONLY),
     (libc::SYS_openat, OPEN_READ_ONLY),
@@ -261,6 +272,7 @@ const DAEMON_ARGS: &[ArgRule] = &[
 
 /// Argument rules of the connection thread's filter.
 const CONNECTION_ARGS: &[ArgRule] = &[
+    (libc::SYS_clone, THREADS_ONLY),
     (libc::SYS_socket, UNIX_ONLY),
     (libc::SYS_socketpair, UNIX_ONLY),
     (libc::SYS_prctl, PRCTL),
@@ -268,7 +280,11 @@ const CONNECTION_ARGS: &[ArgRule] = &[
 ];
 
 /// Argument rules of the control threads' filter.
-const CONTROL_ARGS: &[ArgRule] = &[(libc::SYS_prctl, PRCTL), (libc::SYS_ioctl, STD_IOCTLS)];
+const CONTROL_ARGS: &[ArgRule] = &[
+    (libc::SYS_clone, THREADS_ONLY),
+    (libc::SYS_prctl, PRCTL),
+    (libc::SYS_ioctl, STD_IOCTLS),
+];
 
 /// A filter allowing `calls`, and each call of `args` only in the forms its
 /// entries list (a call in both: the forms win; a call in several entries:
@@ -308,6 +324,21 @@ fn program(calls: &[&[i64]], args: &[&[ArgRule]], mode: Mode) -> Result<BpfProgr
     BpfProgram::try_from(filter).map_err(|e| format!("seccomp program: {e}"))
 }
 
+/// A filter that fails `clone3` with ENOSYS and allows everything else
+/// (stacked: the other filters still decide the rest, and an error wins
+/// over their allow).
+fn no_clone3() -> Result<BpfProgram, String> {
+    let rules = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
+    let filter = SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOSYS as u32),
+        TargetArch::x86_64,
+    )
+    .map_err(|e| format!("seccomp filter: {e}"))?;
+    BpfProgram::try_from(filter).map_err(|e| format!("seccomp program: {e}"))
+}
+
 /// Installs the daemon-wide filter on every thread (TSYNC) and arms the
 /// per-worker filter. Call once privileges are dropped and every socket and
 /// TAP is open. Never called by the library's in-process tests.
@@ -317,6 +348,8 @@ pub fn install(mode: Mode) -> Result<(), String> {
     }
     let prog = program(&[COMMON, DAEMON], &[COMMON_ARGS, DAEMON_ARGS], mode)?;
     seccompiler::apply_filter_all_threads(&prog).map_err(|e| format!("seccomp: {e}"))?;
+    seccompiler::apply_filter_all_threads(&no_clone3()?)
+        .map_err(|e| format!("seccomp (clone3): {e}"))?;
     let _ = THREAD_MODE.set(mode);
     log::info!("seccomp filter installed ({mode:?})");
     Ok(())
@@ -412,6 +445,8 @@ mod tests {
             _ => panic!("filter {filter}"),
         }
         .expect("program");
+        // as in the daemon: clone3 fails first, then the filter under test
+        seccompiler::apply_filter(&no_clone3().expect("clone3 program")).expect("apply clone3");
         seccompiler::apply_filter(&prog).expect("apply");
         let prot = libc::PROT_READ | libc::PROT_WRITE;
         let path = c"/proc/self/stat";
@@ -469,6 +504,15 @@ mod tests {
                     libc::socketpair(libc::AF_INET, libc::SOCK_STREAM, 0, fds.as_mut_ptr())
                 })
             }
+            // a thread: glibc's clone3 fails with ENOSYS, it falls back to clone
+            "thread" => std::thread::spawn(|| 7i64).join().unwrap_or(-1),
+            // a new process: clone without CLONE_THREAD
+            // SAFETY: see above; the child exits at once
+            "fork" => match unsafe { libc::fork() } {
+                // SAFETY: in the child only async-signal-safe _exit
+                0 => unsafe { libc::_exit(0) },
+                pid => i64::from(pid),
+            },
             "pipe" => {
                 let mut fds = [0i32; 2];
                 // SAFETY: see above; `fds` has room for the two fds
@@ -520,6 +564,12 @@ mod tests {
             ("connection:open_read", true),
             ("connection:ioctl_fionbio", false),
             ("daemon:pipe", false),
+            ("daemon:thread", false),
+            ("daemon:fork", true),
+            ("connection:thread", false),
+            ("connection:fork", true),
+            ("control:thread", false),
+            ("control:fork", true),
             ("connection:pipe", true),
             ("control:mmap_rw", false),
             ("control:socket_unix", true),
