@@ -259,32 +259,35 @@ const THREADS_ONLY: &[When] = &[When {
 /// Argument rules every thread's filter carries.
 const COMMON_ARGS: &[ArgRule] = &[(libc::SYS_mmap, NO_EXEC), (libc::SYS_mprotect, NO_EXEC)];
 
-/// Argument rules of the daemon-wide filter (besides [`COMMON_ARGS`]).
-const DAEMON_ARGS: &[ArgRule] = &[
+/// Argument rules of every thread that starts threads (daemon-wide,
+/// connection, control): thread creation, naming, the std fd ioctls.
+const SPAWNER_ARGS: &[ArgRule] = &[
     (libc::SYS_clone, THREADS_ONLY),
-    (libc::SYS_socket, UNIX_ONLY),
-    (libc::SYS_socketpair, UNIX_ONLY),
-    (libc::SYS_openat, OPEN_READ_ONLY),
     (libc::SYS_prctl, PRCTL),
-    (libc::SYS_ioctl, WORKER_IOCTLS),
     (libc::SYS_ioctl, STD_IOCTLS),
 ];
+
+/// Argument rules of threads that make sockets (daemon-wide, connection).
+const SOCKET_ARGS: &[ArgRule] = &[
+    (libc::SYS_socket, UNIX_ONLY),
+    (libc::SYS_socketpair, UNIX_ONLY),
+];
+
+/// Argument rules only the daemon-wide filter has: opening files, the
+/// TAP ioctls (which the workers' own filter narrows further).
+const DAEMON_ONLY_ARGS: &[ArgRule] = &[
+    (libc::SYS_openat, OPEN_READ_ONLY),
+    (libc::SYS_ioctl, WORKER_IOCTLS),
+];
+
+/// Argument rules of the daemon-wide filter.
+const DAEMON_ARGS: &[&[ArgRule]] = &[COMMON_ARGS, SPAWNER_ARGS, SOCKET_ARGS, DAEMON_ONLY_ARGS];
 
 /// Argument rules of the connection thread's filter.
-const CONNECTION_ARGS: &[ArgRule] = &[
-    (libc::SYS_clone, THREADS_ONLY),
-    (libc::SYS_socket, UNIX_ONLY),
-    (libc::SYS_socketpair, UNIX_ONLY),
-    (libc::SYS_prctl, PRCTL),
-    (libc::SYS_ioctl, STD_IOCTLS),
-];
+const CONNECTION_ARGS: &[&[ArgRule]] = &[COMMON_ARGS, SPAWNER_ARGS, SOCKET_ARGS];
 
 /// Argument rules of the control threads' filter.
-const CONTROL_ARGS: &[ArgRule] = &[
-    (libc::SYS_clone, THREADS_ONLY),
-    (libc::SYS_prctl, PRCTL),
-    (libc::SYS_ioctl, STD_IOCTLS),
-];
+const CONTROL_ARGS: &[&[ArgRule]] = &[COMMON_ARGS, SPAWNER_ARGS];
 
 /// A filter allowing `calls`, and each call of `args` only in the forms its
 /// entries list (a call in both: the forms win; a call in several entries:
@@ -346,7 +349,7 @@ pub fn install(mode: Mode) -> Result<(), String> {
     if mode == Mode::Off {
         return Ok(());
     }
-    let prog = program(&[COMMON, DAEMON], &[COMMON_ARGS, DAEMON_ARGS], mode)?;
+    let prog = program(&[COMMON, DAEMON], DAEMON_ARGS, mode)?;
     seccompiler::apply_filter_all_threads(&prog).map_err(|e| format!("seccomp: {e}"))?;
     seccompiler::apply_filter_all_threads(&no_clone3()?)
         .map_err(|e| format!("seccomp (clone3): {e}"))?;
@@ -400,11 +403,7 @@ pub fn enter_connection() -> Result<(), String> {
     let Some(&mode) = THREAD_MODE.get() else {
         return Ok(());
     };
-    let prog = program(
-        &[COMMON, &connection_calls()],
-        &[COMMON_ARGS, CONNECTION_ARGS],
-        mode,
-    )?;
+    let prog = program(&[COMMON, &connection_calls()], CONNECTION_ARGS, mode)?;
     seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp (connection): {e}"))
 }
 
@@ -415,7 +414,7 @@ pub fn enter_control() -> Result<bool, String> {
     let Some(&mode) = THREAD_MODE.get() else {
         return Ok(false);
     };
-    let prog = program(&[COMMON, CONTROL], &[COMMON_ARGS, CONTROL_ARGS], mode)?;
+    let prog = program(&[COMMON, CONTROL], CONTROL_ARGS, mode)?;
     seccompiler::apply_filter(&prog).map_err(|e| format!("seccomp (control): {e}"))?;
     Ok(true)
 }
@@ -435,13 +434,9 @@ mod tests {
     fn child(case: &str) {
         let (filter, call) = case.split_once(':').expect("filter:call");
         let prog = match filter {
-            "daemon" => program(&[COMMON, DAEMON], &[COMMON_ARGS, DAEMON_ARGS], Mode::Kill),
-            "control" => program(&[COMMON, CONTROL], &[COMMON_ARGS, CONTROL_ARGS], Mode::Kill),
-            "connection" => program(
-                &[COMMON, &connection_calls()],
-                &[COMMON_ARGS, CONNECTION_ARGS],
-                Mode::Kill,
-            ),
+            "daemon" => program(&[COMMON, DAEMON], DAEMON_ARGS, Mode::Kill),
+            "control" => program(&[COMMON, CONTROL], CONTROL_ARGS, Mode::Kill),
+            "connection" => program(&[COMMON, &connection_calls()], CONNECTION_ARGS, Mode::Kill),
             _ => panic!("filter {filter}"),
         }
         .expect("program");
