@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Names the addresses perf shows in Debian's stripped DPDK libraries.
+
+Debian ships librte_*.so without a symbol table, so `perf report` on DPDK's
+vhost back-end prints bare addresses (`librte_vhost.so.23.0 0x7ef15`). The
+static archives of the same build (librte_vhost.a, from libdpdk-dev) keep
+every function's symbol, static ones included, and the shared library is
+linked from the same objects: within one section of one object the code
+lies at a fixed distance from the archive's offsets. That distance is read
+off the functions the shared library exports (`nm -D`), and every address
+in such a section gets its function's name and offset.
+
+    perf report --no-children --sort dso,sym --stdio | bench/dpdk-syms.py
+
+Reads the report on stdin and prints each line with its address named where
+it can ("virtio_dev_rx_split+0x11c5"), then the shares summed per function.
+Lines whose address lies outside a mapped section keep the address.
+"""
+
+import collections
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+LIBDIR = os.environ.get("DPDK_LIBDIR", "/usr/lib/x86_64-linux-gnu")
+
+
+def run(*args):
+    return subprocess.run(args, capture_output=True, text=True, check=False).stdout
+
+
+def exported(so):
+    """name -> address of the functions a shared library exports."""
+    out = {}
+    for line in run("nm", "-D", "--defined-only", so).splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1] in "TtWw":
+            out[parts[2].split("@")[0]] = int(parts[0], 16)
+    return out
+
+
+def functions(obj):
+    """(section, start, size, name, is_global) of every function in an object."""
+    out = []
+    for line in run("objdump", "-t", obj).splitlines():
+        m = re.match(r"^([0-9a-f]+) (.)\s+F (\S+)\s+([0-9a-f]+) (\S+)$", line)
+        if m:
+            out.append((m.group(3), int(m.group(1), 16), int(m.group(4), 16),
+                        m.group(5), m.group(2) == "g"))
+    return out
+
+
+def symbol_map(so, archive, tmp):
+    """Sorted [(start, end, name)] in the shared library's addresses."""
+    exp = exported(so)
+    where = os.path.join(tmp, os.path.basename(archive))
+    os.makedirs(where, exist_ok=True)
+    subprocess.run(["ar", "x", archive], cwd=where, check=False)
+    spans = []
+    for obj in sorted(glob.glob(os.path.join(where, "*.o"))):
+        funcs = functions(obj)
+        by_section = collections.defaultdict(list)
+        for f in funcs:
+            by_section[f[0]].append(f)
+        for section, fs in by_section.items():
+            # the distance voted by the exported functions of this section
+            votes = collections.Counter(
+                exp[name] - start for (_, start, _, name, glob_) in fs if glob_ and name in exp)
+            if not votes:
+                continue
+            delta, _ = votes.most_common(1)[0]
+            spans.extend((start + delta, start + delta + size, name)
+                         for (_, start, size, name, _) in fs if size)
+    return sorted(spans)
+
+
+def lookup(spans, addr):
+    lo, hi = 0, len(spans)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if spans[mid][0] <= addr:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo and spans[lo - 1][0] <= addr < spans[lo - 1][1]:
+        s = spans[lo - 1]
+        return "%s+0x%x" % (s[2], addr - s[0])
+    return None
+
+
+def main():
+    maps = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for so in glob.glob(os.path.join(LIBDIR, "librte_*.so.*.*")):
+            base = os.path.basename(so).split(".so")[0]
+            archive = os.path.join(LIBDIR, base + ".a")
+            if os.path.exists(archive):
+                maps[os.path.basename(so)] = (so, archive)
+        loaded = {}
+        per_fn = collections.Counter()
+        for line in sys.stdin:
+            m = re.match(r"^\s+([0-9.]+)%\s+(\S+)\s+\[\.\]\s+(\S+)", line)
+            if not m:
+                if line.startswith("=="):
+                    print(line.rstrip())
+                continue
+            pct, dso, sym = float(m.group(1)), m.group(2), m.group(3)
+            name = sym
+            if sym.startswith("0x") and dso in maps:
+                if dso not in loaded:
+                    loaded[dso] = symbol_map(*maps[dso], tmp)
+                name = lookup(loaded[dso], int(sym, 16)) or sym
+            per_fn[(dso, name.split("+")[0])] += pct
+            print("%7.2f%%  %-26s %s" % (pct, dso, name))
+    print("-- summed per function")
+    for (dso, name), pct in per_fn.most_common(20):
+        print("%7.2f%%  %-26s %s" % (pct, dso, name))
+
+
+if __name__ == "__main__":
+    main()
