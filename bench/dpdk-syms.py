@@ -11,6 +11,7 @@ off the functions the shared library exports (`nm -D`), and every address
 in such a section gets its function's name and offset.
 
     perf report --no-children --sort dso,sym --stdio | bench/dpdk-syms.py
+    bench/dpdk-syms.py --where virtio_dev_rx_split   # DSO ADDRESS SIZE
 
 Reads the report on stdin and prints each line with its address named where
 it can ("virtio_dev_rx_split+0x11c5"), then the shares summed per function.
@@ -91,6 +92,17 @@ def lookup(spans, addr):
     return None
 
 
+def where(maps, tmp, name):
+    """Prints `DSO ADDRESS SIZE` for each mapped function called `name`."""
+    found = False
+    for dso in sorted(maps):
+        for start, end, n in symbol_map(*maps[dso], tmp):
+            if n == name:
+                print("%s 0x%x %d" % (maps[dso][0], start, end - start))
+                found = True
+    return 0 if found else 1
+
+
 def main():
     maps = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,6 +111,8 @@ def main():
             archive = os.path.join(LIBDIR, base + ".a")
             if os.path.exists(archive):
                 maps[os.path.basename(so)] = (so, archive)
+        if len(sys.argv) == 3 and sys.argv[1] == "--where":
+            sys.exit(where(maps, tmp, sys.argv[2]))
         loaded = {}
         per_fn = collections.Counter()
         for line in sys.stdin:

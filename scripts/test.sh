@@ -60,6 +60,7 @@ run "benchmark smoke (figures only, never pass/fail on numbers)" bash -c \
 # micro-benchmarks once each (criterion --test). Figures only.
 run "vhostd vs DPDK harness smoke (bench/dpdk-compare.sh, QUICK)" env QUICK=1 BUILD=1 OUT=/tmp/vhostd-ci-bench bash bench/dpdk-compare.sh
 run "worker modes smoke (bench/modes.sh)" env PAIRS=1 SECS=1 WARMUP=1 IDLE_SECS=2 bash bench/modes.sh
+run "DPDK symbol names for profiles (bench/dpdk-syms.py)" bash tests/dpdk-syms.sh
 run "ring micro-benchmarks (criterion --test)" cargo bench -q -p vhostd-bench --bench ring -- --test
 step "done"
 echo "real clients: $passed passed, $failed failed"
