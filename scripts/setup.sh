@@ -3,7 +3,7 @@
 # machine (run as root). Safe to run again. Rust (cargo) must already be
 # installed: the stable toolchain is the machine's.
 set -euo pipefail
-PKGS=(qemu-system-x86 dpdk-dev busybox-static cpio kmod iproute2 xz-utils zstd python3 procps valgrind)
+PKGS=(qemu-system-x86 dpdk-dev busybox-static cpio kmod iproute2 xz-utils zstd python3 procps valgrind binutils)
 log() { printf '[setup] %s\n' "$*" >&2; }
 command -v cargo >/dev/null || { log "cargo not found: install the stable Rust toolchain first"; exit 1; }
 missing=()
