@@ -18,12 +18,9 @@ PATH_=${1:-loop}
 SIZE=${2:-64}
 VA=${3:-}
 SECS=${SECS:-3}
-case $PATH_ in
-    g2h) BF=rxonly; CMDS="set fwd txonly\nset txpkts $SIZE\nstart\n"; RATE=Tx-pps ;;
-    h2g) BF=txonly; CMDS="set fwd rxonly\nstart\n"; RATE=Rx-pps ;;
-    loop) BF=mac; CMDS="set fwd mac\nset txpkts $SIZE\nstart tx_first 32\n"; RATE=Rx-pps ;;
-    *) echo "usage: $0 g2h|h2g|loop [SIZE] [VDEV_ARGS]"; exit 1 ;;
-esac
+source bench/frontend.sh
+frontend_path "$PATH_" "$SIZE" || { echo "usage: $0 g2h|h2g|loop [SIZE] [VDEV_ARGS]"; exit 1; }
+case $PATH_ in g2h) BF=rxonly ;; h2g) BF=txonly ;; loop) BF=mac ;; esac
 for c in perf dpdk-testpmd objdump nm ar python3; do
     command -v "$c" >/dev/null || { echo "$c missing (see scripts/setup.sh)"; exit 1; }
 done
@@ -47,19 +44,9 @@ WPID=$!
 for _ in $(seq 150); do [ -S "$W/v.sock" ] && break; sleep 0.1; done
 # $! is timeout's pid; perf wants testpmd's own
 BPID=$(pgrep -n -P "$WPID" dpdk-testpmd) || { echo "net_vhost did not start"; cat "$W/back.log"; exit 1; }
-mkfifo "$W/in"
-timeout 120 stdbuf -oL dpdk-testpmd --lcores 0@0,1@0 --no-huge -m 1024 --no-pci --file-prefix="$PFX-f" \
-    --vdev "net_virtio_user0,path=$W/v.sock,queues=1$VA" -- -i --nb-cores=1 < "$W/in" > "$W/tp.log" 2>&1 &
-TPID=$!
-exec 3> "$W/in"
-for _ in $(seq 300); do grep -q 'testpmd> ' "$W/tp.log" && break; sleep 0.2; done
-printf "$CMDS" >&3
-sleep 2
-printf 'show port stats all\n' >&3
+frontend_start "$W/v.sock" "$PFX-f"
 perf record -p "$BPID" -o "$W/perf.data" -- sleep "$SECS" > /dev/null 2>&1
-printf 'show port stats all\n' >&3
-sleep 0.5
 {
-    echo "== DPDK net_vhost $PATH_ $SIZE B${VA:+ ($VA)}: front-end $(grep "$RATE:" "$W/tp.log" | tail -1 | awk '{printf "%.2f Mpps", $2 / 1e6}')"
+    echo "== DPDK net_vhost $PATH_ $SIZE B${VA:+ ($VA)}: front-end $(frontend_rate)"
     perf report -i "$W/perf.data" --no-children --sort dso,sym --percent-limit 0.5 --stdio 2>/dev/null
 } | python3 bench/dpdk-syms.py

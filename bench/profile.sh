@@ -15,12 +15,9 @@ SIZE=${2:-64}
 VA=${3:-}
 SECS=${SECS:-3}
 VHOSTD=${VHOSTD:-target/release/vhostd}
-case $PATH_ in
-    g2h) BK=sink; CMDS="set fwd txonly\nset txpkts $SIZE\nstart\n"; RATE=Tx-pps ;;
-    h2g) BK=source:$SIZE; CMDS="set fwd rxonly\nstart\n"; RATE=Rx-pps ;;
-    loop) BK=loopback; CMDS="set fwd mac\nset txpkts $SIZE\nstart tx_first 32\n"; RATE=Rx-pps ;;
-    *) echo "usage: $0 g2h|h2g|loop [SIZE] [VDEV_ARGS]"; exit 1 ;;
-esac
+source bench/frontend.sh
+frontend_path "$PATH_" "$SIZE" || { echo "usage: $0 g2h|h2g|loop [SIZE] [VDEV_ARGS]"; exit 1; }
+case $PATH_ in g2h) BK=sink ;; h2g) BK=source:$SIZE ;; loop) BK=loopback ;; esac
 command -v perf >/dev/null || { echo "perf missing (apt install linux-perf)"; exit 1; }
 [ -x "$VHOSTD" ] || cargo build --release -q -p vhostd-daemon || exit 1
 W=$(mktemp -d /tmp/vhostd-profile.XXXXXX)
@@ -39,18 +36,8 @@ WPID=$!
 for _ in $(seq 50); do [ -S "$W/v.sock" ] && break; sleep 0.1; done
 # $! is timeout's pid; perf wants vhostd's own
 VPID=$(pgrep -n -P "$WPID" vhostd) || { echo "vhostd did not start"; cat "$W/vhostd.log"; exit 1; }
-mkfifo "$W/in"
-timeout 120 stdbuf -oL dpdk-testpmd --lcores 0@0,1@0 --no-huge -m 1024 --no-pci --file-prefix="$PFX" \
-    --vdev "net_virtio_user0,path=$W/v.sock,queues=1$VA" -- -i --nb-cores=1 < "$W/in" > "$W/tp.log" 2>&1 &
-TPID=$!
-exec 3> "$W/in"
-for _ in $(seq 300); do grep -q 'testpmd> ' "$W/tp.log" && break; sleep 0.2; done
-printf "$CMDS" >&3
-sleep 2
-printf 'show port stats all\n' >&3
+frontend_start "$W/v.sock" "$PFX"
 if [ -n "${NOPERF:-}" ]; then sleep "$SECS"; else perf record -g -p "$VPID" -o "$W/perf.data" -- sleep "$SECS" > /dev/null 2>&1; fi
-printf 'show port stats all\n' >&3
-sleep 0.5
-echo "== $PATH_ $SIZE B${VA:+ ($VA)}: front-end $(grep "$RATE:" "$W/tp.log" | tail -1 | awk '{printf "%.2f Mpps", $2 / 1e6}')"
+echo "== $PATH_ $SIZE B${VA:+ ($VA)}: front-end $(frontend_rate)"
 perf report -i "$W/perf.data" --no-children --percent-limit 1 --stdio 2>/dev/null |
     grep -E '^ +[0-9.]+%' | sed -E 's/ +[^ ]+ +[^ ]+ +\[\.\] / /; s/ +[^ ]+ +\[kernel[^]]*\] +\[k\] / [k] /'
