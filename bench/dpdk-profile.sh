@@ -26,15 +26,7 @@ for c in perf dpdk-testpmd objdump nm ar python3; do
 done
 W=$(mktemp -d /tmp/dpdk-profile.XXXXXX)
 PFX=dpdk-prof-$$
-cleanup() {
-    exec 3>&- 2>/dev/null
-    [ -n "${TPID:-}" ] && kill "$TPID" 2>/dev/null
-    [ -n "${BPID:-}" ] && kill "$BPID" 2>/dev/null
-    wait 2>/dev/null
-    rm -rf "/var/run/dpdk/$PFX-b" "/var/run/dpdk/$PFX-f"
-    [ -z "${KEEP:-}" ] && rm -rf "$W"
-}
-trap cleanup EXIT
+trap 'profile_cleanup "${BPID:-}" "$PFX-b" "$PFX-f"' EXIT
 # non-interactive: forwards by itself; --stats-period keeps it from quitting on EOF
 timeout 120 dpdk-testpmd --lcores 0@1,1@1 --no-huge -m 1024 --no-pci --file-prefix="$PFX-b" \
     --vdev "net_vhost0,iface=$W/v.sock,queues=1,client=0" -- --nb-cores=1 \

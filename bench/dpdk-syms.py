@@ -22,6 +22,7 @@ import collections
 import glob
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -135,4 +136,5 @@ def main():
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # quiet under `| head`
     main()

@@ -34,3 +34,16 @@ frontend_rate() {
     sleep 0.5
     grep "$RATE:" "$W/tp.log" | tail -1 | awk '{printf "%.2f Mpps", $2 / 1e6}'
 }
+
+# profile_cleanup BACK_PID PREFIX...: stops the front-end and the back-end
+# (BACK_PID, may be empty), removes DPDK's runtime directories of the
+# PREFIXes and $W (kept with KEEP=1). For `trap ... EXIT`.
+profile_cleanup() {
+    exec 3>&- 2>/dev/null
+    [ -n "${TPID:-}" ] && kill "$TPID" 2>/dev/null
+    [ -n "${1:-}" ] && kill "$1" 2>/dev/null
+    wait 2>/dev/null
+    shift
+    for p in "$@"; do rm -rf "/var/run/dpdk/$p"; done
+    [ -z "${KEEP:-}" ] && rm -rf "$W"
+}

@@ -22,15 +22,7 @@ command -v perf >/dev/null || { echo "perf missing (apt install linux-perf)"; ex
 [ -x "$VHOSTD" ] || cargo build --release -q -p vhostd-daemon || exit 1
 W=$(mktemp -d /tmp/vhostd-profile.XXXXXX)
 PFX=vhostd-prof-$$
-cleanup() {
-    exec 3>&- 2>/dev/null
-    [ -n "${TPID:-}" ] && kill "$TPID" 2>/dev/null
-    [ -n "${VPID:-}" ] && kill "$VPID" 2>/dev/null
-    wait 2>/dev/null
-    rm -rf "/var/run/dpdk/$PFX"
-    [ -z "${KEEP:-}" ] && rm -rf "$W"
-}
-trap cleanup EXIT
+trap 'profile_cleanup "${VPID:-}" "$PFX"' EXIT
 taskset -c 1 timeout 120 "$VHOSTD" --socket-path "$W/v.sock" --backend "$BK" --mode poll > "$W/vhostd.log" 2>&1 &
 WPID=$!
 for _ in $(seq 50); do [ -S "$W/v.sock" ] && break; sleep 0.1; done
