@@ -378,6 +378,17 @@ impl GuestMem {
         }
     }
 
+    /// Like [`prefetch`](Self::prefetch), for writing (the line is taken
+    /// over, not only read).
+    #[inline]
+    pub fn prefetch_write(&self, addr: u64) {
+        if let Some((m, off)) = self.region_for(addr, 1) {
+            if let Ok(p) = m.get_host_address(off) {
+                sys::prefetch_write(p);
+            }
+        }
+    }
+
     /// Copies `buf.len()` bytes from guest address `addr` into `buf`.
     #[inline]
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
