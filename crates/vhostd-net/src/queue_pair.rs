@@ -35,8 +35,8 @@ const RX_GROUP: usize = 16;
 /// ownership transfers one after the other; with the next few requested
 /// ahead they overlap. Same-binary A/B, h2g 64 B, far: packed 14.3 -> 19.5
 /// Mpps (distances 1 / 4 / 6 / 8 / 12 / all 16 at once: 18.2 / 19.5 / 19.6
-/// / 19.2 / 16.3 / 16.4), split 14.5 -> 18.2; near 2-3 % slower on packed
-/// (43.4 -> 42.2), level on split (38.7).
+/// / 19.2 / 16.3 / 16.4), split 14.5 -> 18.2; near 1-4 % slower (packed
+/// 43.4 -> 42.2). docs/PERFORMANCE.md has the runs.
 const RX_PREFETCH: usize = 4;
 
 /// Used entries are published (made visible to the driver) at least this
@@ -492,10 +492,15 @@ impl QueuePair {
                 // first and copying them back to back (no gain). Kept: the
                 // first and last line of a minimal frame's header+data
                 // taken for writing RX_PREFETCH buffers ahead.
+                // (the hint stays inside the buffer: no line of the ring
+                // or of another buffer is taken from the front-end)
                 let tail = u64::try_from(hl).unwrap_or(0).wrapping_add(63);
                 let ahead = |s: &Single| {
                     mem.prefetch_write(s.addr);
-                    mem.prefetch_write(s.addr.wrapping_add(tail));
+                    mem.prefetch_write(
+                        s.addr
+                            .wrapping_add(tail.min(u64::from(s.len).saturating_sub(1))),
+                    );
                 };
                 self.rx_batch.iter().take(RX_PREFETCH).for_each(ahead);
                 let mut kept = 0usize;
