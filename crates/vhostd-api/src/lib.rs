@@ -121,6 +121,11 @@ queue_counters! {
     dropped_runt,
     /// Times the ring was found broken (index jump, loop) and stopped.
     ring_errors,
+    /// Passes over this queue that found nothing to move (TX: no chain;
+    /// RX: no frame or no buffer). Against `bursts`, how often a polling
+    /// worker waits on the other side: a core that is the bottleneck
+    /// almost never finds its queue empty.
+    empty_polls,
 }
 
 /// The queue's counters under the names of the virtio 1.4 device

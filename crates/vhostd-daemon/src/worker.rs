@@ -493,6 +493,10 @@ impl Worker {
         };
         match res {
             Ok(out) => {
+                if !out.published {
+                    // (published only when non-zero: no atomic per busy pass)
+                    r.stats.empty_polls.inc();
+                }
                 if out.published {
                     let decision = if r.priority == Priority::High {
                         // never delayed by coalescing

@@ -71,11 +71,20 @@ fn test_worker_modes_kicks_and_idle_cpu() {
         "poll mode turns kicks off"
     );
     let t0 = thread_ticks("vhostd-t-q0");
+    let (e0, b0) = (d.stats(1).empty_polls, d.stats(1).bursts);
     std::thread::sleep(Duration::from_millis(500));
     let busy = thread_ticks("vhostd-t-q0") - t0;
     assert!(
         busy >= 10,
         "a polling worker burns CPU ({busy} ticks in 0.5 s)"
+    );
+    // ... and every one of those passes found TX empty
+    let (e1, b1) = (d.stats(1).empty_polls, d.stats(1).bursts);
+    assert_eq!(b1, b0, "no TX burst while the guest sends nothing");
+    assert!(
+        e1 - e0 >= 1000,
+        "{} empty polls in 0.5 s of polling",
+        e1 - e0
     );
     // a frame sent without any kick still gets through
     let f = eth_frame(80, 3);
@@ -90,6 +99,10 @@ fn test_worker_modes_kicks_and_idle_cpu() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(g.tx[0].split().used_flags(), 0);
     let t0 = thread_ticks("vhostd-t-q0");
+    let e0 = d.stats(1).empty_polls;
     std::thread::sleep(Duration::from_millis(500));
     assert!(thread_ticks("vhostd-t-q0") - t0 <= 1);
+    // asleep: no passes, so (almost) no empty ones
+    let e = d.stats(1).empty_polls - e0;
+    assert!(e <= 5, "{e} empty polls in 0.5 s of sleeping");
 }
