@@ -21,8 +21,16 @@ use crate::NetConfig;
 /// vhost-net's weight is 256 packets).
 pub const BURST: usize = 256;
 
-/// TX chains taken (and their data prefetched) before any is copied.
+/// TX chains taken before any is copied.
 const TX_BATCH: usize = 32;
+
+/// The first TX_PREFETCH chains of a TX batch have their buffers' first
+/// lines prefetched as they are taken; each later one that many chains
+/// ahead of its copy. Prefetching all 32 as taken (before) left the far
+/// phase (a cache-line round trip ~400 ns) with more misses in flight
+/// than the core tracks; same-binary A/B, loop packed 64 B far: 9.1/9.5
+/// -> 10.5/11.3 Mpps (4 ahead: 11.0/11.1), g2h and loop split level.
+const TX_PREFETCH: usize = 8;
 
 /// RX chains taken at once by `pop_batch` when they qualify (plain single
 /// buffers). Same-binary A/B at 64 B against 4 (one packed descriptor
@@ -49,6 +57,16 @@ const PUBLISH_EVERY: usize = 32;
 /// and 16 at 64 B: split g2h 30.1 / 33.0 / 34.5 Mpps, packed g2h 34.5 /
 /// 33.4 / 32.3; 8 is within 4 % of the best of both.
 const TX_GROUP: usize = 8;
+
+/// Hints the first lines of a TX buffer in (its header and, past 64
+/// bytes, the next line).
+#[inline]
+fn prefetch_frame(mem: &GuestMem, addr: u64, len: u32) {
+    mem.prefetch(addr);
+    if len > 64 {
+        mem.prefetch(addr.wrapping_add(64));
+    }
+}
 
 /// What a processing call left behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,9 +279,9 @@ impl QueuePair {
         let mut done = 0usize;
         let status = loop {
             // Chains are taken TX_BATCH at a time and their first buffer
-            // lines prefetched before any is copied: the driver's core wrote
-            // them last, and overlapping those misses is what DPDK's batch
-            // dequeue does too.
+            // lines prefetched ahead of the copies (TX_PREFETCH): the
+            // driver's core wrote them last, and overlapping those misses
+            // is what DPDK's batch dequeue does too.
             while done < BURST {
                 let want = TX_BATCH.min(BURST.saturating_sub(done));
                 let mut n = 0usize;
@@ -280,11 +298,13 @@ impl QueuePair {
                     let mut got = 0usize;
                     if let Some(g) = group {
                         if q.pop_batch(mem, false, g)? {
-                            for (s, single) in g.iter().zip(self.tx_single.iter_mut().skip(n)) {
+                            let pre = TX_PREFETCH.saturating_sub(n);
+                            for (k, (s, single)) in
+                                g.iter().zip(self.tx_single.iter_mut().skip(n)).enumerate()
+                            {
                                 *single = true;
-                                mem.prefetch(s.addr);
-                                if s.len > 64 {
-                                    mem.prefetch(s.addr.wrapping_add(64));
+                                if k < pre {
+                                    prefetch_frame(mem, s.addr, s.len);
                                 }
                             }
                             got = TX_GROUP;
@@ -296,11 +316,9 @@ impl QueuePair {
                         {
                             if q.pop(mem, c)? {
                                 *single = false;
-                                if let Some(seg) = c.segments().first() {
-                                    mem.prefetch(seg.addr);
-                                    if seg.len > 64 {
-                                        mem.prefetch(seg.addr.wrapping_add(64));
-                                    }
+                                if let Some(seg) = c.segments().first().filter(|_| n < TX_PREFETCH)
+                                {
+                                    prefetch_frame(mem, seg.addr, seg.len);
                                 }
                                 got = 1;
                             }
@@ -316,7 +334,23 @@ impl QueuePair {
                     .iter()
                     .zip(self.tx_singles.iter())
                     .zip(self.tx_single.iter());
-                for ((c, s), &single) in items.take(n) {
+                for (i, ((c, s), &single)) in items.take(n).enumerate() {
+                    let j = i.saturating_add(TX_PREFETCH);
+                    if j < n {
+                        match (
+                            self.tx_single.get(j).copied(),
+                            self.tx_singles.get(j),
+                            self.tx_chains.get(j),
+                        ) {
+                            (Some(true), Some(s), _) => prefetch_frame(mem, s.addr, s.len),
+                            (Some(false), _, Some(c)) => {
+                                if let Some(seg) = c.segments().first() {
+                                    prefetch_frame(mem, seg.addr, seg.len);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
                     let backend = self.backend.as_mut();
                     if single {
                         Self::tx_plain(s, mem, &mut self.tx_buf, backend, &self.cfg, stats);
