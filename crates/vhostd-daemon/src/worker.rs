@@ -493,10 +493,6 @@ impl Worker {
         };
         match res {
             Ok(out) => {
-                if !out.published {
-                    // (published only when non-zero: no atomic per busy pass)
-                    r.stats.empty_polls.inc();
-                }
                 if out.published {
                     let decision = if r.priority == Priority::High {
                         // never delayed by coalescing
@@ -520,6 +516,10 @@ impl Worker {
                         Decision::Nothing => r.stats.calls_suppressed.inc(),
                     }
                     r.stats.calls_coalesced.add_n(r.coalescer.take_folded());
+                } else {
+                    // (counters reach the shared atomics only when non-zero:
+                    // a busy pass adds no atomic for this one)
+                    r.stats.empty_polls.inc();
                 }
                 out.status == Status::More
             }
