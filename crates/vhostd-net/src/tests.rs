@@ -83,7 +83,9 @@ fn rig_layout(features: u64, backend: Box<dyn Backend>, size: u16, buf: u32, pac
         if packed {
             Driver::Packed(PackedDriver::new(m.mem.clone(), l))
         } else {
-            Driver::Split(FakeDriver::new(m.mem.clone(), l))
+            let mut d = FakeDriver::new(m.mem.clone(), l);
+            d.set_in_order(features & IN_ORDER != 0);
+            Driver::Split(d)
         }
     };
     let (rx, tx) = (driver(lrx), driver(ltx));

@@ -1,6 +1,6 @@
 //! Driver side of a split virtqueue (virtio 1.2 §2.7), for tests.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -63,6 +63,11 @@ pub struct FakeDriver {
     last_used: u16,
     free: Vec<u16>,
     inflight: HashMap<u16, Vec<u16>>,
+    /// Heads in the order they were made available.
+    order: VecDeque<u16>,
+    /// VIRTIO_F_IN_ORDER: a used element may stand for every chain up to
+    /// its id (§2.7.9); see [`FakeDriver::set_in_order`].
+    in_order: bool,
 }
 
 impl FakeDriver {
@@ -74,6 +79,8 @@ impl FakeDriver {
             last_used: 0,
             free: (0..layout.size).rev().collect(),
             inflight: HashMap::new(),
+            order: VecDeque::new(),
+            in_order: false,
         };
         // clean rings
         let n = u64::from(layout.size);
@@ -91,6 +98,14 @@ impl FakeDriver {
 
     pub fn mem(&self) -> &Arc<GuestMem> {
         &self.mem
+    }
+
+    /// Reads used elements as an IN_ORDER driver does: an element whose id
+    /// is not the oldest outstanding chain completes every chain up to it
+    /// (each earlier one reported with len 0). Without it, any id further
+    /// on than the oldest is taken as an out-of-order completion.
+    pub fn set_in_order(&mut self, on: bool) {
+        self.in_order = on;
     }
 
     pub fn free_descs(&self) -> usize {
@@ -118,6 +133,7 @@ impl FakeDriver {
         self.mem
             .write_u16(self.layout.avail + 4 + 2 * slot, head)
             .unwrap();
+        self.order.push_back(head);
         self.avail_idx = self.avail_idx.wrapping_add(1);
         self.mem
             .store_u16(self.layout.avail + 2, self.avail_idx, Ordering::Release)
@@ -311,6 +327,23 @@ impl FakeDriver {
                 .unwrap();
             let id = u32::from_le_bytes([e[0], e[1], e[2], e[3]]) as u16;
             let len = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            match self.order.iter().position(|&h| h == id) {
+                Some(at) if self.in_order => {
+                    // the element at the batch's first slot names its last
+                    // chain; the ones before it are used too
+                    let left = usize::from(idx.wrapping_sub(self.last_used));
+                    assert!(at < left, "in-order batch of {} past used.idx", at + 1);
+                    for h in self.order.drain(..at).collect::<Vec<_>>() {
+                        out.push((h, 0));
+                        self.last_used = self.last_used.wrapping_add(1);
+                    }
+                    self.order.pop_front();
+                }
+                Some(at) => {
+                    self.order.remove(at);
+                }
+                None => {}
+            }
             out.push((id, len));
             self.last_used = self.last_used.wrapping_add(1);
         }

@@ -191,7 +191,9 @@ impl FakeGuest {
             let drv = if opts.packed {
                 Driver::Packed(PackedDriver::new(memory.mem.clone(), layout))
             } else {
-                Driver::Split(FakeDriver::new(memory.mem.clone(), layout))
+                let mut d = FakeDriver::new(memory.mem.clone(), layout);
+                d.set_in_order(features & VIRTIO_F_IN_ORDER != 0);
+                Driver::Split(d)
             };
             fe.set_vring_num(q, opts.queue_size).unwrap();
             fe.set_vring_addr(

@@ -109,12 +109,13 @@ impl Queue {
         }
     }
 
-    /// Completes a chain the device only read (TX). With IN_ORDER on a
-    /// packed ring, runs of these are written as one used descriptor.
+    /// Completes a chain the device only read (TX). With IN_ORDER, runs
+    /// of these are written as one used element (split) or descriptor
+    /// (packed).
     #[inline]
     pub fn add_used_read(&mut self, mem: &GuestMem, chain: UsedRef) -> Result<(), QueueError> {
         match self {
-            Queue::Split(q) => q.add_used(mem, chain.id, 0),
+            Queue::Split(q) => q.add_used_read(mem, chain.id),
             Queue::Packed(q) => q.add_used_read(mem, chain.id, chain.descs),
         }
     }

@@ -80,6 +80,11 @@ pub struct SplitQueue {
     used: u64,
     event_idx: bool,
     indirect: bool,
+    in_order: bool,
+    /// IN_ORDER: a run of read-only completions not yet written, as (its
+    /// first used slot, the last chain's head). One used element stands for
+    /// the run (§2.7.9), written at publish or before the next element.
+    batch: Option<(Wrapping<u16>, u16)>,
     /// Next avail ring slot to read.
     next_avail: Wrapping<u16>,
     /// Last avail.idx read from the guest (validated).
@@ -133,6 +138,8 @@ impl SplitQueue {
             used: cfg.used,
             event_idx: cfg.event_idx,
             indirect: cfg.indirect,
+            in_order: cfg.in_order,
+            batch: None,
             next_avail: Wrapping(base),
             avail_shadow: Wrapping(base),
             next_used: Wrapping(used_idx),
@@ -375,19 +382,56 @@ impl SplitQueue {
     /// Writes one used entry (not yet visible to the driver: see
     /// [`SplitQueue::publish_used`]).
     pub fn add_used(&mut self, mem: &GuestMem, head: u16, len: u32) -> Result<(), QueueError> {
-        let slot = u64::from(self.next_used.0.checked_rem(self.size).unwrap_or(0));
+        self.flush_batch(mem)?;
+        self.write_elem(mem, self.next_used, head, len)?;
+        self.next_used += Wrapping(1);
+        Ok(())
+    }
+
+    /// Completes a chain the device only read (TX: nothing written). With
+    /// IN_ORDER, a run of these becomes one used element at the run's first
+    /// slot carrying the last chain's head (virtio 1.2 §2.7.9); the driver
+    /// takes the chains before it as used too. DPDK's in-order TX cleanup
+    /// reads only used.idx.
+    pub fn add_used_read(&mut self, mem: &GuestMem, head: u16) -> Result<(), QueueError> {
+        if !self.in_order {
+            return self.add_used(mem, head, 0);
+        }
+        match self.batch.as_mut() {
+            Some((_, id)) => *id = head,
+            None => self.batch = Some((self.next_used, head)),
+        }
+        self.next_used += Wrapping(1);
+        Ok(())
+    }
+
+    fn flush_batch(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
+        match self.batch.take() {
+            Some((slot, head)) => self.write_elem(mem, slot, head, 0),
+            None => Ok(()),
+        }
+    }
+
+    fn write_elem(
+        &self,
+        mem: &GuestMem,
+        idx: Wrapping<u16>,
+        head: u16,
+        len: u32,
+    ) -> Result<(), QueueError> {
+        let slot = u64::from(idx.0.checked_rem(self.size).unwrap_or(0));
         // {id: le32, len: le32}: one 8-byte store when the ring allows it
         mem.write_u64(
             at(self.used, elem(4, 8, slot)),
             u64::from(head) | (u64::from(len) << 32),
         )?;
-        self.next_used += Wrapping(1);
         Ok(())
     }
 
     /// Makes all used entries written so far visible: one release store of
     /// used.idx per burst (entries are ordered before the index).
     pub fn publish_used(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
+        self.flush_batch(mem)?;
         mem.store_u16(at(self.used, 2), self.next_used.0, Ordering::Release)?;
         Ok(())
     }

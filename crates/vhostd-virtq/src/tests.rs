@@ -59,6 +59,81 @@ fn test_split_pop_tx_chain_reads_frame() {
 }
 
 #[test]
+fn test_split_in_order_tx_writes_one_used_element_per_run() {
+    // IN_ORDER (virtio 1.2 §2.7.9): a run of read-only completions is one
+    // used element at the run's first slot with the run's last head; an
+    // element with a length (or a publish) ends the run.
+    for in_order in [false, true] {
+        let m = TestMemory::new(4 << 20);
+        let (layout, _) = DriverLayout::at(BASE, 16, 2048);
+        let mut drv = FakeDriver::new(m.mem.clone(), layout);
+        drv.set_in_order(in_order);
+        let cfg = QueueConfig {
+            size: 16,
+            desc: layout.desc,
+            avail: layout.avail,
+            used: layout.used,
+            in_order,
+            ..Default::default()
+        };
+        let mut q = SplitQueue::new(cfg, &m.mem).unwrap();
+        let mut c = Chain::default();
+        let mut heads = Vec::new();
+        // 12 chains over the ring's end (size 16, two laps of the slots)
+        for lap in 0..3 {
+            let ids: Vec<u16> = (0..7)
+                .map(|i| drv.send_tx(&[i as u8; 60]).unwrap())
+                .collect();
+            // the 7 used slots poisoned: a slot the device skips keeps it
+            let first = u64::from(q.next_used() % 16);
+            let raw = |slot: u64| m.mem.read_u64(layout.used + 4 + 8 * (slot % 16)).unwrap();
+            for s in 0..7u64 {
+                m.mem
+                    .write_u64(layout.used + 4 + 8 * ((first + s) % 16), u64::MAX)
+                    .unwrap();
+            }
+            for (k, _) in ids.iter().enumerate() {
+                assert!(q.pop(&m.mem, &mut c).unwrap());
+                if k == 5 {
+                    // a completion with a length ends the run
+                    q.add_used(&m.mem, c.head(), 9).unwrap();
+                } else {
+                    q.add_used_read(&m.mem, c.head()).unwrap();
+                }
+            }
+            q.publish_used(&m.mem).unwrap();
+            // in order: [0..5) as one element, 5 with its length, 6 alone
+            let want: Vec<u64> = if in_order {
+                vec![
+                    u64::from(ids[4]),
+                    u64::MAX,
+                    u64::MAX,
+                    u64::MAX,
+                    u64::MAX,
+                    u64::from(ids[5]) | 9 << 32,
+                    u64::from(ids[6]),
+                ]
+            } else {
+                (0..7)
+                    .map(|k| u64::from(ids[k]) | if k == 5 { 9 << 32 } else { 0 })
+                    .collect()
+            };
+            let got: Vec<u64> = (0..7).map(|s| raw(first + s)).collect();
+            assert_eq!(got, want, "lap {lap} in_order {in_order}");
+            let used = drv.used();
+            assert_eq!(used.iter().map(|u| u.0).collect::<Vec<_>>(), ids);
+            assert_eq!(used[5].1, 9);
+            for (id, _) in used {
+                drv.complete_tx(id);
+            }
+            heads.extend(ids);
+        }
+        assert_eq!(heads.len(), 21);
+        assert_eq!(q.next_used(), drv.used_idx());
+    }
+}
+
+#[test]
 fn test_split_used_publish_visible_to_driver() {
     let (m, mut drv, mut q) = setup(8, false);
     let mut c = Chain::default();
