@@ -186,6 +186,9 @@ pub struct QueuePair {
     tx_singles: [Single; TX_BATCH],
     /// Whether entry i of a TX batch is in `tx_singles` (else `tx_chains`).
     tx_single: [bool; TX_BATCH],
+    /// Entry i's first buffer (address, length), noted as it is taken, for
+    /// the prefetch TX_PREFETCH entries ahead of its copy.
+    tx_first: [(u64, u32); TX_BATCH],
     /// Ask for kicks when idle (false while the caller polls).
     notify: bool,
 }
@@ -208,6 +211,7 @@ impl QueuePair {
             rx_batch: [Single::default(); RX_GROUP],
             tx_singles: [Single::default(); TX_BATCH],
             tx_single: [false; TX_BATCH],
+            tx_first: [(0, 0); TX_BATCH],
             notify: true,
         }
     }
@@ -299,10 +303,11 @@ impl QueuePair {
                     if let Some(g) = group {
                         if q.pop_batch(mem, false, g)? {
                             let pre = TX_PREFETCH.saturating_sub(n);
-                            for (k, (s, single)) in
-                                g.iter().zip(self.tx_single.iter_mut().skip(n)).enumerate()
+                            let marks = self.tx_single.iter_mut().zip(self.tx_first.iter_mut());
+                            for (k, (s, (single, first))) in g.iter().zip(marks.skip(n)).enumerate()
                             {
                                 *single = true;
+                                *first = (s.addr, s.len);
                                 if k < pre {
                                     prefetch_frame(mem, s.addr, s.len);
                                 }
@@ -311,14 +316,16 @@ impl QueuePair {
                         }
                     }
                     if got == 0 {
-                        if let (Some(c), Some(single)) =
-                            (self.tx_chains.get_mut(n), self.tx_single.get_mut(n))
-                        {
+                        if let (Some(c), Some(single), Some(first)) = (
+                            self.tx_chains.get_mut(n),
+                            self.tx_single.get_mut(n),
+                            self.tx_first.get_mut(n),
+                        ) {
                             if q.pop(mem, c)? {
                                 *single = false;
-                                if let Some(seg) = c.segments().first().filter(|_| n < TX_PREFETCH)
-                                {
-                                    prefetch_frame(mem, seg.addr, seg.len);
+                                *first = c.segments().first().map_or((0, 0), |g| (g.addr, g.len));
+                                if n < TX_PREFETCH && first.1 > 0 {
+                                    prefetch_frame(mem, first.0, first.1);
                                 }
                                 got = 1;
                             }
@@ -335,21 +342,12 @@ impl QueuePair {
                     .zip(self.tx_singles.iter())
                     .zip(self.tx_single.iter());
                 for (i, ((c, s), &single)) in items.take(n).enumerate() {
-                    let j = i.saturating_add(TX_PREFETCH);
-                    if j < n {
-                        match (
-                            self.tx_single.get(j).copied(),
-                            self.tx_singles.get(j),
-                            self.tx_chains.get(j),
-                        ) {
-                            (Some(true), Some(s), _) => prefetch_frame(mem, s.addr, s.len),
-                            (Some(false), _, Some(c)) => {
-                                if let Some(seg) = c.segments().first() {
-                                    prefetch_frame(mem, seg.addr, seg.len);
-                                }
-                            }
-                            _ => {}
-                        }
+                    if let Some(&(a, l)) = self
+                        .tx_first
+                        .get(..n)
+                        .and_then(|f| f.get(i.saturating_add(TX_PREFETCH)))
+                    {
+                        prefetch_frame(mem, a, l);
                     }
                     let backend = self.backend.as_mut();
                     if single {
