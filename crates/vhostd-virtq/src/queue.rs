@@ -85,6 +85,14 @@ impl Queue {
         each!(self, q => q.pop_batch(mem, writable, out))
     }
 
+    /// Takes the lines the next `n` completions are written to for writing
+    /// (a hint: see [`SplitQueue::prefetch_used`],
+    /// [`PackedQueue::prefetch_used`]).
+    #[inline]
+    pub fn prefetch_used(&self, mem: &GuestMem, n: u16) {
+        each!(self, q => q.prefetch_used(mem, n))
+    }
+
     /// Gives back the last `back` chains of the last [`Queue::pop_batch`].
     pub fn unpop_batch(&mut self, back: usize) {
         each!(self, q => q.unpop_batch(back))

@@ -134,6 +134,36 @@ fn test_split_in_order_tx_writes_one_used_element_per_run() {
 }
 
 #[test]
+fn test_split_prefetch_used_changes_nothing_at_any_position() {
+    // a hint on the used ring's lines: memory and the queue's next steps
+    // are the same with or without it, across index wraps and for counts
+    // past the ring
+    for size in [1u16, 2, 16] {
+        let (m, mut drv, mut q) = setup(size, false);
+        let used = drv.layout.used;
+        let ring = |m: &TestMemory| {
+            let mut b = vec![0u8; 6 + 8 * usize::from(size)];
+            m.mem.read(used, &mut b).unwrap();
+            b
+        };
+        let mut c = Chain::default();
+        for round in 0..(3 * u32::from(size)) {
+            let before = ring(&m);
+            for n in [0u16, 1, 8, 16, 300, u16::MAX] {
+                q.prefetch_used(&m.mem, n);
+            }
+            assert_eq!(ring(&m), before, "size {size} round {round}");
+            let h = drv.send_tx(&[round as u8; 40]).unwrap();
+            assert!(q.pop(&m.mem, &mut c).unwrap());
+            q.add_used(&m.mem, c.head(), 0).unwrap();
+            q.publish_used(&m.mem).unwrap();
+            assert_eq!(drv.used(), vec![(h, 0)]);
+            drv.complete_tx(h);
+        }
+    }
+}
+
+#[test]
 fn test_split_used_publish_visible_to_driver() {
     let (m, mut drv, mut q) = setup(8, false);
     let mut c = Chain::default();
