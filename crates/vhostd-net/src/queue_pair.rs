@@ -333,7 +333,7 @@ impl QueuePair {
                             if q.pop(mem, c)? {
                                 *single = false;
                                 *first = c.segments().first().map_or((0, 0), |g| (g.addr, g.len));
-                                if n < TX_PREFETCH && first.1 > 0 {
+                                if n < TX_PREFETCH {
                                     prefetch_frame(mem, first.0, first.1);
                                 }
                                 got = 1;

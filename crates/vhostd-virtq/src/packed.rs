@@ -328,7 +328,8 @@ impl PackedQueue {
     /// group just taken is completed in place, and its lines were last
     /// written by the driver. A hint only (PREFETCHW; no read, no fault).
     pub fn prefetch_used(&self, mem: &GuestMem, n: u16) {
-        let n = u32::from(n);
+        // more than the ring would only go round its lines again
+        let n = u32::from(n.min(self.size));
         if n == 0 {
             return;
         }

@@ -392,6 +392,8 @@ impl SplitQueue {
                 .unwrap_or(0);
             at(self.used, elem(4, 8, u64::from(slot)))
         };
+        // more than the ring would only go round its lines again
+        let n = n.min(self.size);
         if n == 0 {
             return;
         }
