@@ -36,6 +36,11 @@
 #                             table also gives the median ratio over pairs whose two runs were in the
 #                             same phase ("same-phase"), the only pairs that compare back-ends.
 #   KEEP=1                    keep the work directory (logs) even if every cell passed
+#   CEILING=1                 the vhostd side runs --backend ceiling:KIND instead of KIND: frame
+#                             bytes are not copied (headers and rings only; a diagnostic that breaks
+#                             the fairness rule on purpose). Its rate bounds any back-end's in this
+#                             harness, so its "vh/DP" column is the highest ratio reachable, not a
+#                             vhostd figure; the log line and the JSON (settings.ceiling) say so.
 #
 # Output: one table row per cell as soon as it is done:
 #   path ring mrg ino size | DPDK Mpps, vhostd Mpps (median of the side's runs; a run = mean of its
@@ -70,6 +75,9 @@ BACK_CPU=${BACK_CPU:-1}
 EAL_MEM=${EAL_MEM:---no-huge -m 1024}
 VHOSTD=${VHOSTD:-$ROOT/target/release/vhostd}
 VHOSTD_ARGS=${VHOSTD_ARGS:---mode poll}
+CEILING=${CEILING:-0}
+CEIL_PFX=""
+[ "$CEILING" = 1 ] && CEIL_PFX=ceiling:
 IDLE_WAIT=${IDLE_WAIT:-60}
 IDLE_MAX=${IDLE_MAX:-25}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
@@ -203,6 +211,7 @@ probe_backend() {   # probe_backend SPEC: does this vhostd start with --backend 
 declare -A VHOSTD_HAS
 for spec in loopback sink source:64; do
     name=${spec%%:*}
+    spec=$CEIL_PFX$spec
     if [ "$name" = source ] && ! grep -qw source <<<"$VHOSTD_HELP"; then
         VHOSTD_HAS[$name]=0   # the brief of this harness: --help must name it
     elif probe_backend "$spec"; then
@@ -252,6 +261,7 @@ run_side() {
             CUR_SOCK="" CUR_PFX=""
             return
         fi
+        be=$CEIL_PFX$be
         echo "vhostd --backend $be $VHOSTD_ARGS on CPU $BACK_CPU" >"$bl"
         setsid timeout -k 5 "$T" taskset -c "$BACK_CPU" "$VHOSTD" --socket-path "$CUR_SOCK" \
             --backend "$be" --name bench $VHOSTD_ARGS </dev/null >>"$bl" 2>&1 &
@@ -495,7 +505,7 @@ print(json.dumps({
   "settings": {"paths": "$PATHS".split(), "rings": "$RINGS".split(), "mrg": [int(x) for x in "$MRG".split()],
     "in_order": [int(x) for x in "$INORDER".split()], "sizes": [int(x) for x in "$SIZES".split()], "pairs": $PAIRS, "secs": $SECS,
     "warmup": $WARMUP, "order": "$ORDER", "front_cpu": $FRONT_CPU, "back_cpu": $BACK_CPU,
-    "eal_mem": "$EAL_MEM", "vhostd_args": "$VHOSTD_ARGS", "foreign_max_pct": $FOREIGN_MAX, "rtt_far_ns": $RTT_FAR,
+    "eal_mem": "$EAL_MEM", "vhostd_args": "$VHOSTD_ARGS", "ceiling": $([ "$CEILING" = 1 ] && echo True || echo False), "foreign_max_pct": $FOREIGN_MAX, "rtt_far_ns": $RTT_FAR,
     "rate": "mean of the run's 1-s front-end samples (g2h Tx-pps, else Rx-pps); median over runs"},
 }))
 EOF
@@ -511,6 +521,8 @@ done; done; done; done
 log "dpdk-compare: dpdk $(dpkg-query -W -f='${Version}' dpdk-dev 2>/dev/null), $("$VHOSTD" --version 2>/dev/null);" \
     "$NCELLS cells x $PAIRS pairs, ${WARMUP}s warm-up + ${SECS}x1s samples per run;" \
     "front-end CPU $FRONT_CPU, back-end CPU $BACK_CPU, EAL $EAL_MEM; vhostd $VHOSTD_ARGS; logs in $W"
+[ "$CEILING" = 1 ] && log "CEILING=1: the vhostd column is --backend ceiling:KIND (frame bytes not copied):" \
+    "the highest rate any back-end reaches with this front-end, not vhostd's"
 python3 "$W/report.py" header
 
 CELL=0

@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
+mod ceiling;
 mod loopback;
 mod sink;
 mod source;
@@ -19,6 +20,7 @@ pub mod tap;
 
 use std::os::unix::io::RawFd;
 
+pub use ceiling::Ceiling;
 pub use loopback::Loopback;
 pub use sink::Sink;
 pub use source::{Source, MIN_SOURCE_LEN};
@@ -112,6 +114,12 @@ pub trait Backend: Send + std::fmt::Debug {
     /// Whether the back-end can carry checksum and segmentation offloads
     /// (decides which virtio-net features are offered).
     fn supports_offloads(&self) -> bool;
+    /// Whether the frame bytes must cross guest memory (true for every real
+    /// back-end). Only the `ceiling:` benchmark diagnostic says no: then the
+    /// queue pair moves the virtio-net header and ring entries only.
+    fn needs_frame_bytes(&self) -> bool {
+        true
+    }
 }
 
 /// What `--backend` names.
@@ -127,11 +135,26 @@ pub enum BackendSpec {
     /// `source:LEN`: endless LEN-byte frames, copied in full into guest RX
     /// buffers; nothing is sent anywhere.
     Source(usize),
+    /// `ceiling:KIND` (KIND: sink, source:LEN or loopback): a benchmark
+    /// diagnostic, KIND with the frame bytes left in place (only headers
+    /// and rings are touched): what the front-end reaches against it bounds
+    /// any back-end's rate in the same harness. Not a vhostd figure.
+    Ceiling(Box<BackendSpec>),
 }
 
 impl std::str::FromStr for BackendSpec {
     type Err = BackendError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(kind) = s.strip_prefix("ceiling:") {
+            // benchmark back-ends only: a TAP (or a nested ceiling) needs
+            // the frames
+            return match kind.parse::<BackendSpec>()? {
+                k @ (BackendSpec::Loopback | BackendSpec::Sink | BackendSpec::Source(_)) => {
+                    Ok(BackendSpec::Ceiling(Box::new(k)))
+                }
+                _ => Err(BackendError::UnknownSpec(s.to_string())),
+            };
+        }
         if s == "loopback" {
             return Ok(BackendSpec::Loopback);
         }
@@ -161,6 +184,7 @@ impl std::fmt::Display for BackendSpec {
             BackendSpec::Loopback => f.write_str("loopback"),
             BackendSpec::Sink => f.write_str("sink"),
             BackendSpec::Source(n) => write!(f, "source:{n}"),
+            BackendSpec::Ceiling(k) => write!(f, "ceiling:{k}"),
         }
     }
 }
@@ -170,7 +194,10 @@ impl BackendSpec {
     pub fn supports_offloads(&self) -> bool {
         match self {
             BackendSpec::Tap(_) => true,
-            BackendSpec::Loopback | BackendSpec::Sink | BackendSpec::Source(_) => false,
+            BackendSpec::Loopback
+            | BackendSpec::Sink
+            | BackendSpec::Source(_)
+            | BackendSpec::Ceiling(_) => false,
         }
     }
 
@@ -181,6 +208,7 @@ impl BackendSpec {
             BackendSpec::Loopback => Ok(Box::new(Loopback::new())),
             BackendSpec::Sink => Ok(Box::new(Sink::default())),
             BackendSpec::Source(n) => Ok(Box::new(Source::new(*n)?)),
+            BackendSpec::Ceiling(k) => Ok(Box::new(Ceiling(k.open(index, pairs)?))),
         }
     }
 }
@@ -211,5 +239,25 @@ mod tests {
         assert_eq!(BackendSpec::Source(1518).to_string(), "source:1518");
         assert!("source:0".parse::<BackendSpec>().is_err());
         assert!("source:x".parse::<BackendSpec>().is_err());
+        for k in ["sink", "loopback", "source:64"] {
+            let spec = format!("ceiling:{k}").parse::<BackendSpec>().unwrap();
+            assert_eq!(spec, BackendSpec::Ceiling(Box::new(k.parse().unwrap())));
+            assert_eq!(spec.to_string(), format!("ceiling:{k}"));
+            assert!(!spec.open(0, 1).unwrap().needs_frame_bytes());
+            assert!(k
+                .parse::<BackendSpec>()
+                .unwrap()
+                .open(0, 1)
+                .unwrap()
+                .needs_frame_bytes());
+        }
+        for bad in [
+            "ceiling:tap:vm0",
+            "ceiling:ceiling:sink",
+            "ceiling:",
+            "ceiling:source:1",
+        ] {
+            assert!(bad.parse::<BackendSpec>().is_err(), "{bad}");
+        }
     }
 }

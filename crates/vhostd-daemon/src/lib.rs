@@ -47,7 +47,10 @@ pub struct Args {
     #[arg(long, required_unless_present_any = ["fd", "print_capabilities"])]
     pub socket_path: Option<PathBuf>,
     /// Host back-end: tap:IFNAME, loopback, sink (takes TX frames) or
-    /// source:LEN (endless LEN-byte RX frames; benchmarks).
+    /// source:LEN (endless LEN-byte RX frames; benchmarks). ceiling:KIND
+    /// (KIND one of those three): a benchmark diagnostic that leaves the
+    /// frame bytes in guest memory alone (headers and rings only), to
+    /// bound what any back-end can reach; never a vhostd figure.
     #[arg(long, default_value = "loopback")]
     pub backend: String,
     /// Port name in stats and vhostctl.
@@ -276,6 +279,12 @@ pub fn run(args: Args) -> Result<(), DaemonError> {
         return Ok(());
     }
     let spec: BackendSpec = args.backend.parse()?;
+    if matches!(spec, BackendSpec::Ceiling(_)) {
+        log::warn!(
+            "back-end {spec}: benchmark diagnostic, frame bytes are NOT copied \
+             (headers and rings only); its rates bound a back-end, they are not vhostd's"
+        );
+    }
     let coalesce = parse_coalesce(&args.coalesce)?;
     let seccomp_mode: seccomp::Mode = args.seccomp.parse().map_err(DaemonError::Arg)?;
     let ids = resolve_ids(args.user.as_deref(), args.group.as_deref())?;

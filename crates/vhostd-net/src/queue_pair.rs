@@ -200,6 +200,9 @@ pub struct QueuePair {
     tx_first: [(u64, u32); TX_BATCH],
     /// Ask for kicks when idle (false while the caller polls).
     notify: bool,
+    /// Whether frame bytes cross guest memory: false only for the
+    /// `ceiling:` benchmark diagnostic (headers and rings only).
+    frame_bytes: bool,
 }
 
 impl QueuePair {
@@ -209,7 +212,6 @@ impl QueuePair {
             cfg: NetConfig::from_features(0),
             rx: None,
             tx: None,
-            backend,
             tx_chains: (0..TX_BATCH).map(|_| Chain::with_capacity(16)).collect(),
             rx_chain: Chain::with_capacity(64),
             rx_first: Chain::with_capacity(64),
@@ -222,6 +224,8 @@ impl QueuePair {
             tx_single: [false; TX_BATCH],
             tx_first: [(0, 0); TX_BATCH],
             notify: true,
+            frame_bytes: backend.needs_frame_bytes(),
+            backend,
         }
     }
 
@@ -360,7 +364,11 @@ impl QueuePair {
                     }
                     let backend = self.backend.as_mut();
                     if single {
-                        Self::tx_plain(s, mem, &mut self.tx_buf, backend, &self.cfg, stats);
+                        let (b, cfg) = (&mut self.tx_buf, &self.cfg);
+                        match self.frame_bytes {
+                            true => Self::tx_plain::<true>(s, mem, b, backend, cfg, stats),
+                            false => Self::tx_plain::<false>(s, mem, b, backend, cfg, stats),
+                        }
                         q.add_used_read(mem, s.used_ref())?;
                     } else {
                         Self::tx_one(c, mem, &mut self.tx_buf, backend, &self.cfg, stats);
@@ -423,7 +431,9 @@ impl QueuePair {
 
     /// One plain single-buffer chain from `pop_batch` (its buffer checked
     /// to lie in guest memory): the same rules as [`QueuePair::tx_one`].
-    fn tx_plain(
+    /// Without `FRAME` (the `ceiling:` diagnostic) only the header is read;
+    /// the rest of `buf` keeps whatever it held.
+    fn tx_plain<const FRAME: bool>(
         s: &Single,
         mem: &GuestMem,
         buf: &mut Vec<u8>,
@@ -439,8 +449,10 @@ impl QueuePair {
         }
         // fails only if the packet is larger than buf (or memory vanished
         // under a validated range): oversize either way, as in tx_one
+        let read = if FRAME { n } else { cfg.hdr_len };
         let copied = buf
             .get_mut(..n)
+            .and_then(|dst| dst.get_mut(..read))
             .is_some_and(|dst| mem.read(s.addr, dst).is_ok());
         if !copied {
             stats.dropped_oversize.inc();
@@ -580,7 +592,12 @@ impl QueuePair {
                     }
                     kept = kept.saturating_add(1);
                     used = used.saturating_add(1);
-                    if mem.write(s.addr, pkt).is_err() {
+                    // (the `ceiling:` diagnostic writes the header only)
+                    let out = match self.frame_bytes {
+                        true => &*pkt,
+                        false => pkt.get(..hl).unwrap_or_default(),
+                    };
+                    if mem.write(s.addr, out).is_err() {
                         // (pop_batch checked the buffer; memory does not
                         // shrink under us) complete it empty, keep the frame
                         q.add_used(mem, s.used_ref(), 0)?;
