@@ -36,11 +36,11 @@
 #                             table also gives the median ratio over pairs whose two runs were in the
 #                             same phase ("same-phase"), the only pairs that compare back-ends.
 #   KEEP=1                    keep the work directory (logs) even if every cell passed
-#   CEILING=1                 the vhostd side runs --backend ceiling:KIND instead of KIND: frame
-#                             bytes are not copied (headers and rings only; a diagnostic that breaks
-#                             the fairness rule on purpose). Its rate bounds any back-end's in this
-#                             harness, so its "vh/DP" column is the highest ratio reachable, not a
-#                             vhostd figure; the log line and the JSON (settings.ceiling) say so.
+#   CEILING=1                 a third run per pair: vhostd --backend ceiling:KIND, which does not copy
+#                             the frame bytes (headers and rings only; a diagnostic that breaks the
+#                             fairness rule on purpose). Its rate bounds any back-end's with this
+#                             front-end: the note gives it and, over same-phase pairs, ceiling/DPDK
+#                             (the highest vh/DP reachable) and vhostd/ceiling. JSON: cell.ceiling.
 #
 # Output: one table row per cell as soon as it is done:
 #   path ring mrg ino size | DPDK Mpps, vhostd Mpps (median of the side's runs; a run = mean of its
@@ -76,8 +76,6 @@ EAL_MEM=${EAL_MEM:---no-huge -m 1024}
 VHOSTD=${VHOSTD:-$ROOT/target/release/vhostd}
 VHOSTD_ARGS=${VHOSTD_ARGS:---mode poll}
 CEILING=${CEILING:-0}
-CEIL_PFX=""
-[ "$CEILING" = 1 ] && CEIL_PFX=ceiling:
 IDLE_WAIT=${IDLE_WAIT:-60}
 IDLE_MAX=${IDLE_MAX:-25}
 FOREIGN_MAX=${FOREIGN_MAX:-10}
@@ -211,7 +209,6 @@ probe_backend() {   # probe_backend SPEC: does this vhostd start with --backend 
 declare -A VHOSTD_HAS
 for spec in loopback sink source:64; do
     name=${spec%%:*}
-    spec=$CEIL_PFX$spec
     if [ "$name" = source ] && ! grep -qw source <<<"$VHOSTD_HELP"; then
         VHOSTD_HAS[$name]=0   # the brief of this harness: --help must name it
     elif probe_backend "$spec"; then
@@ -254,14 +251,14 @@ run_side() {
     rm -f "$CUR_SOCK" "$CUR_SOCK.fifo"
     CUR_RTT=$(line_rtt)
 
-    if [ "$side" = vhostd ]; then
+    if [ "$side" != dpdk ]; then
         case $path in loop) be=loopback ;; g2h) be=sink ;; h2g) be=source:$size ;; esac
         if [ "${VHOSTD_HAS[${be%%:*}]}" != 1 ]; then
             record "$cell" "$path" "$ring" "$mrg" "$ino" "$size" "$side" "$pair" unsupported 0 - - - - - "" ""
             CUR_SOCK="" CUR_PFX=""
             return
         fi
-        be=$CEIL_PFX$be
+        [ "$side" = ceiling ] && be=ceiling:$be
         echo "vhostd --backend $be $VHOSTD_ARGS on CPU $BACK_CPU" >"$bl"
         setsid timeout -k 5 "$T" taskset -c "$BACK_CPU" "$VHOSTD" --socket-path "$CUR_SOCK" \
             --backend "$be" --name bench $VHOSTD_ARGS </dev/null >>"$bl" 2>&1 &
@@ -420,14 +417,25 @@ def cells(foreign_max):
             if r["status"] == "ok":
                 by_pair.setdefault(r["pair"], {})[r["side"]] = r["mpps"]
                 phase.setdefault(r["pair"], {})[r["side"]] = r["far"]
-        pr = [round(x["vhostd"] / x["dpdk"], 3) for _, x in sorted(by_pair.items()) if len(x) == 2 and x["dpdk"]]
+        pr = [round(x["vhostd"] / x["dpdk"], 3) for _, x in sorted(by_pair.items())
+              if "vhostd" in x and x.get("dpdk")]
         cell["pair_ratios"] = pr
         cell["median_pair_ratio"] = round(statistics.median(pr), 3) if pr else None
         # pairs whose two runs saw the same machine phase (both near or both far)
         same = [round(x["vhostd"] / x["dpdk"], 3) for p, x in sorted(by_pair.items())
-                if len(x) == 2 and x["dpdk"] and len(set(phase[p].values())) == 1]
+                if "vhostd" in x and x.get("dpdk") and phase[p]["vhostd"] == phase[p]["dpdk"]]
         cell["same_phase_pair_ratios"] = same
         cell["median_same_phase_ratio"] = round(statistics.median(same), 3) if same else None
+        # CEILING=1: the ceiling runs against each side, pair by pair, same phase only
+        crs = [r for r in rs if r["side"] == "ceiling"]
+        if crs:
+            cell["ceiling"] = side(crs, foreign_max)
+            cell["ceiling"]["runs"] = [{"pair": r["pair"], "status": r["status"], "mpps": r["mpps"],
+                                        "samples": r["samples"], "line_rtt_ns": r["rtt"], "far": r["far"]} for r in crs]
+            for other in ("dpdk", "vhostd"):
+                rat = [round(x["ceiling"] / x[other], 3) for p, x in sorted(by_pair.items())
+                       if x.get("ceiling") and x.get(other) and phase[p]["ceiling"] == phase[p][other]]
+                cell["ceiling"]["same_phase_over_" + other] = rat
         # partial (some runs failed) is flagged, not failed; unsupported = vhostd lacks that back-end
         cell["status"] = "failed" if any(cell[s]["status"] not in ("ok", "partial", "unsupported")
                                          for s in ("dpdk", "vhostd")) else "ok"
@@ -465,6 +473,11 @@ def row(c):
     sp = c["median_same_phase_ratio"]
     if sp is not None:
         note.append("same-phase %.2f (%d/%d pairs)" % (sp, len(c["same_phase_pair_ratios"]), len(c["pair_ratios"])))
+    ce = c.get("ceiling")
+    if ce and ce["median_mpps"] is not None:
+        med = lambda v: "%.2f" % statistics.median(v) if v else "-"
+        note.append("ceiling %.1f: /DPDK %s, vhostd/ %s" % (
+            ce["median_mpps"], med(ce["same_phase_over_dpdk"]), med([round(1 / x, 3) for x in ce["same_phase_over_vhostd"]])))
     ratio = "%.2f" % c["ratio"] if c["ratio"] is not None else "-"
     status = "FAILED: " if c["status"] != "ok" else ""
     return "%-5s %-6s %3d %3d %5d | %s %s | %s %s | %6s | %s" % (
@@ -477,6 +490,9 @@ elif mode == "legend":
     print("*: other processes took > %s%% of one CPU during a run (busy: sides). vh/DP = vhostd/DPDK." % sys.argv[3])
     print("~far: runs in the far phase (line round trip > %.0f ns); same-phase: median vhostd/DPDK over" % RTT_FAR)
     print("pairs whose two runs were in the same phase (the ratio to read when the phases differ).")
+    if any(r["side"] == "ceiling" for r in runs):
+        print("ceiling: median Mpps of the ceiling:KIND runs (no frame copies, not a vhostd figure); /DPDK and")
+        print("vhostd/: same-phase medians of ceiling/DPDK (the highest vh/DP reachable) and vhostd/ceiling.")
 elif mode == "row":
     fm = int(sys.argv[4])
     for c in cells(fm):
@@ -505,7 +521,7 @@ print(json.dumps({
   "settings": {"paths": "$PATHS".split(), "rings": "$RINGS".split(), "mrg": [int(x) for x in "$MRG".split()],
     "in_order": [int(x) for x in "$INORDER".split()], "sizes": [int(x) for x in "$SIZES".split()], "pairs": $PAIRS, "secs": $SECS,
     "warmup": $WARMUP, "order": "$ORDER", "front_cpu": $FRONT_CPU, "back_cpu": $BACK_CPU,
-    "eal_mem": "$EAL_MEM", "vhostd_args": "$VHOSTD_ARGS", "ceiling": $([ "$CEILING" = 1 ] && echo True || echo False), "foreign_max_pct": $FOREIGN_MAX, "rtt_far_ns": $RTT_FAR,
+    "eal_mem": "$EAL_MEM", "vhostd_args": "$VHOSTD_ARGS", "ceiling_runs": $([ "$CEILING" = 1 ] && echo True || echo False), "foreign_max_pct": $FOREIGN_MAX, "rtt_far_ns": $RTT_FAR,
     "rate": "mean of the run's 1-s front-end samples (g2h Tx-pps, else Rx-pps); median over runs"},
 }))
 EOF
@@ -521,7 +537,7 @@ done; done; done; done
 log "dpdk-compare: dpdk $(dpkg-query -W -f='${Version}' dpdk-dev 2>/dev/null), $("$VHOSTD" --version 2>/dev/null);" \
     "$NCELLS cells x $PAIRS pairs, ${WARMUP}s warm-up + ${SECS}x1s samples per run;" \
     "front-end CPU $FRONT_CPU, back-end CPU $BACK_CPU, EAL $EAL_MEM; vhostd $VHOSTD_ARGS; logs in $W"
-[ "$CEILING" = 1 ] && log "CEILING=1: the vhostd column is --backend ceiling:KIND (frame bytes not copied):" \
+[ "$CEILING" = 1 ] && log "CEILING=1: a third run per pair, --backend ceiling:KIND (frame bytes not copied):" \
     "the highest rate any back-end reaches with this front-end, not vhostd's"
 python3 "$W/report.py" header
 
@@ -532,7 +548,8 @@ for size in $SIZES; do
     for pair in $(seq "$PAIRS"); do
         wait_idle
         order="dpdk vhostd"
-        [ "$ORDER" = abba ] && [ $((pair % 2)) = 0 ] && order="vhostd dpdk"
+        [ "$CEILING" = 1 ] && order="dpdk vhostd ceiling"
+        [ "$ORDER" = abba ] && [ $((pair % 2)) = 0 ] && order=$(tr ' ' '\n' <<<"$order" | tac | paste -sd' ')
         for side in $order; do
             run_side "$CELL" "$side" "$path" "$ring" "$mrg" "$ino" "$size" "$pair"
         done
