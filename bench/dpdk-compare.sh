@@ -438,7 +438,7 @@ def cells(foreign_max):
                 cell["ceiling"]["same_phase_over_" + other] = rat
         # partial (some runs failed) is flagged, not failed; unsupported = vhostd lacks that back-end
         cell["status"] = "failed" if any(cell[s]["status"] not in ("ok", "partial", "unsupported")
-                                         for s in ("dpdk", "vhostd")) else "ok"
+                                         for s in ("dpdk", "vhostd", "ceiling") if s in cell) else "ok"
         res.append(cell)
     return res
 
@@ -474,7 +474,9 @@ def row(c):
     if sp is not None:
         note.append("same-phase %.2f (%d/%d pairs)" % (sp, len(c["same_phase_pair_ratios"]), len(c["pair_ratios"])))
     ce = c.get("ceiling")
-    if ce and ce["median_mpps"] is not None:
+    if ce and ce["median_mpps"] is None:
+        note.append("ceiling %s" % ce["status"])
+    elif ce:
         med = lambda v: "%.2f" % statistics.median(v) if v else "-"
         note.append("ceiling %.1f: /DPDK %s, vhostd/ %s" % (
             ce["median_mpps"], med(ce["same_phase_over_dpdk"]), med([round(1 / x, 3) for x in ce["same_phase_over_vhostd"]])))

@@ -56,9 +56,10 @@ run "valgrind memcheck of the memory and ring crates' tests" bash scripts/valgri
 run "benchmark smoke (figures only, never pass/fail on numbers)" bash -c \
   "target/debug/vhostd-bench exits --secs 0.2 --pings 200 && target/debug/vhostd-bench priority --pings 200 && target/debug/vhostd-bench isolation --secs 0.3 --rounds 1 --pings 200 && target/debug/vhostd-bench isolation --secs 0.3 --rounds 1 --pings 200 --pin"
 # The side-by-side harness and the mode comparison run end to end (every
-# path moves traffic on both back-ends; a failed cell exits 3), the ring
-# micro-benchmarks once each (criterion --test). Figures only.
-run "vhostd vs DPDK harness smoke (bench/dpdk-compare.sh, QUICK)" env QUICK=1 BUILD=1 OUT=/tmp/vhostd-ci-bench bash bench/dpdk-compare.sh
+# path moves traffic on both back-ends and on the ceiling diagnostic; a
+# failed cell exits 3), the ring micro-benchmarks once each (criterion
+# --test). Figures only.
+run "vhostd vs DPDK harness smoke (bench/dpdk-compare.sh, QUICK, with the ceiling runs)" env QUICK=1 CEILING=1 BUILD=1 OUT=/tmp/vhostd-ci-bench bash bench/dpdk-compare.sh
 run "worker modes smoke (bench/modes.sh)" env PAIRS=1 SECS=1 WARMUP=1 IDLE_SECS=2 bash bench/modes.sh
 run "DPDK symbol names for profiles (bench/dpdk-syms.py)" bash tests/dpdk-syms.sh
 run "ring micro-benchmarks (criterion --test)" cargo bench -q -p vhostd-bench --bench ring -- --test
