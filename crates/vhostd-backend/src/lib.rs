@@ -146,8 +146,12 @@ impl std::str::FromStr for BackendSpec {
     type Err = BackendError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(kind) = s.strip_prefix("ceiling:") {
-            // benchmark back-ends only: a TAP (or a nested ceiling) needs
-            // the frames
+            // benchmark back-ends only: a TAP needs the frames; a nested
+            // ceiling is refused before it is parsed (one level of
+            // recursion, however long the argument)
+            if kind.starts_with("ceiling:") {
+                return Err(BackendError::UnknownSpec(s.to_string()));
+            }
             return match kind.parse::<BackendSpec>()? {
                 k @ (BackendSpec::Loopback | BackendSpec::Sink | BackendSpec::Source(_)) => {
                     Ok(BackendSpec::Ceiling(Box::new(k)))
@@ -259,5 +263,8 @@ mod tests {
         ] {
             assert!(bad.parse::<BackendSpec>().is_err(), "{bad}");
         }
+        // a long nest is refused at the first level (no deep recursion)
+        let deep = format!("{}sink", "ceiling:".repeat(100_000));
+        assert!(deep.parse::<BackendSpec>().is_err());
     }
 }
