@@ -60,6 +60,8 @@ run "benchmark smoke (figures only, never pass/fail on numbers)" bash -c \
 # failed cell exits 3), the ring micro-benchmarks once each (criterion
 # --test). Figures only.
 run "vhostd vs DPDK harness smoke (bench/dpdk-compare.sh, QUICK, with the ceiling runs)" env QUICK=1 CEILING=1 BUILD=1 OUT=/tmp/vhostd-ci-bench bash bench/dpdk-compare.sh
+run "ceiling table of that run (bench/ceiling-table.py)" bash -c \
+  'python3 bench/ceiling-table.py "$(ls -t /tmp/vhostd-ci-bench/dpdk-compare-*.json | head -1)"'
 run "worker modes smoke (bench/modes.sh)" env PAIRS=1 SECS=1 WARMUP=1 IDLE_SECS=2 bash bench/modes.sh
 run "DPDK symbol names for profiles (bench/dpdk-syms.py)" bash tests/dpdk-syms.sh
 run "ring micro-benchmarks (criterion --test)" cargo bench -q -p vhostd-bench --bench ring -- --test
