@@ -8,6 +8,9 @@
 #
 # Needs root, dpdk-testpmd (dpdk-dev) and perf (linux-perf). vhostd runs
 # with --mode poll. The release profile keeps debug info, so symbols resolve.
+# PERF_CG (default -g) is passed to perf record: PERF_CG="--call-graph
+# dwarf,4096" names the callers of libc's functions (no frame pointers), e.g.
+# which of the two copies of the loop path a memmove sample belongs to.
 set -u
 cd "$(dirname "$0")/.." || exit 1
 PATH_=${1:-loop}
@@ -35,7 +38,7 @@ VHOSTCTL=${VHOSTCTL:-$(dirname "$VHOSTD")/vhostctl}
 [ -x "$VHOSTCTL" ] || VHOSTCTL=target/release/vhostctl
 snap() { timeout 5 "$VHOSTCTL" --control-socket "$W/c.sock" stats --json > "$1" 2>/dev/null || true; }
 snap "$W/s0.json"
-if [ -n "${NOPERF:-}" ]; then sleep "$SECS"; else perf record -g -p "$VPID" -o "$W/perf.data" -- sleep "$SECS" > /dev/null 2>&1; fi
+if [ -n "${NOPERF:-}" ]; then sleep "$SECS"; else perf record ${PERF_CG:--g} -p "$VPID" -o "$W/perf.data" -- sleep "$SECS" > /dev/null 2>&1; fi
 snap "$W/s1.json"
 echo "== $PATH_ $SIZE B${VA:+ ($VA)}: front-end $(frontend_rate)"
 python3 - "$W/s0.json" "$W/s1.json" <<'PY' || true

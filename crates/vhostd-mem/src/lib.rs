@@ -394,7 +394,7 @@ impl GuestMem {
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         if let Some((m, off)) = self.region_for(addr, buf.len()) {
             if let Ok(s) = m.get_slice(off, buf.len()) {
-                if s.copy_to(buf) == buf.len() {
+                if sys::read_guest(&s, buf) {
                     return Ok(());
                 }
             }
@@ -413,8 +413,9 @@ impl GuestMem {
     pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
         if let Some((m, off)) = self.region_for(addr, buf.len()) {
             if let Ok(s) = m.get_slice(off, buf.len()) {
-                s.copy_from(buf);
-                return Ok(());
+                if sys::write_guest(&s, buf) {
+                    return Ok(());
+                }
             }
         }
         self.mem
