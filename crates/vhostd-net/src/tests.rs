@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::os::unix::io::RawFd;
 
 use vhostd_api::QueueStats;
-use vhostd_backend::{Backend, BackendError, Loopback, Offloads, Sink};
+use vhostd_backend::{Backend, BackendError, Loopback, Offloads, Sink, Source};
 use vhostd_testkit::{
     Driver, DriverLayout, FakeDriver, PackedDesc, PackedDriver, RawDesc, TestMemory,
 };
@@ -873,6 +873,57 @@ fn test_qp_ceiling_moves_headers_and_lengths_but_no_frame_bytes() {
                     assert_eq!(&g[12..], &want[..], "packed {packed}");
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn test_qp_source_frames_arrive_whole_pass_after_pass() {
+    // `source:LEN` writes its frame into the queue pair's RX buffer once and
+    // afterwards only the header: this holds only while the queue pair
+    // leaves the frame bytes of that buffer alone. Every frame of several
+    // passes, through the one-buffer group path (2048-byte buffers) and the
+    // general path (mergeable over 512-byte buffers), must be the source's
+    // frame byte for byte, with num_buffers set for each.
+    for packed in [false, true] {
+        for buf in [2048u32, 512] {
+            let mut r = rig_layout(
+                V1 | MRG,
+                Box::new(Source::new(1518).unwrap()),
+                256,
+                buf,
+                packed,
+            );
+            let mut want = vec![0u8; 2048];
+            let mut fresh = Source::new(1518).unwrap();
+            fresh.configure(12, Offloads::default()).unwrap();
+            let n = fresh.recv(&mut want).unwrap().unwrap();
+            want.truncate(n);
+            let per = (n as u32).div_ceil(buf) as u16;
+            let mut total = 0usize;
+            for pass in 0..4 {
+                r.rx.post_rx(24, buf);
+                let mut st = QueueStats::default();
+                r.qp.process_rx(&r.m.mem, &mut st).unwrap();
+                let got = rx_frames(&mut r);
+                assert_eq!(
+                    got.len(),
+                    24 / per as usize,
+                    "packed {packed} buf {buf} pass {pass}"
+                );
+                for g in &got {
+                    assert_eq!(g.len(), n);
+                    assert_eq!(u16::from_le_bytes([g[10], g[11]]), per);
+                    assert_eq!(&g[..10], &want[..10]);
+                    assert_eq!(
+                        &g[12..],
+                        &want[12..],
+                        "packed {packed} buf {buf} pass {pass}"
+                    );
+                }
+                total += got.len();
+            }
+            assert!(total >= 8, "packed {packed} buf {buf}: {total} frames");
         }
     }
 }
