@@ -37,16 +37,6 @@ const TX_PREFETCH: usize = 8;
 /// line): split h2g 35.5 -> 40.6 Mpps, packed h2g 38 -> 41.4.
 const RX_GROUP: usize = 16;
 
-/// How many buffers ahead of its copy an RX buffer's lines are prefetched
-/// for writing, within a group. Where the front-end's core is far (a line
-/// round trip ~400 ns) each frame's copy otherwise waits for its own
-/// ownership transfers one after the other; with the next few requested
-/// ahead they overlap. Same-binary A/B, h2g 64 B, far: packed 14.3 -> 19.5
-/// Mpps (distances 1 / 4 / 6 / 8 / 12 / all 16 at once: 18.2 / 19.5 / 19.6
-/// / 19.2 / 16.3 / 16.4), split 14.5 -> 18.2; near 1-4 % slower (packed
-/// 43.4 -> 42.2). docs/PERFORMANCE.md has the runs.
-const RX_PREFETCH: usize = 4;
-
 /// The used entries an RX group is completed with (RX_GROUP of them): their
 /// lines are taken for writing (PREFETCHW) as soon as the group is taken,
 /// before its copies. Same-binary A/B, 64 B: h2g packed near 38.9/40.0 ->
@@ -542,31 +532,20 @@ impl QueuePair {
                 // dropped: prefetching the buffers first (28 vs 40 Mpps: a
                 // read prefetch of the front-end's line only adds a second
                 // transfer for the write); taking the frames of a group
-                // first and copying them back to back (no gain). Kept: the
-                // first and last line of a minimal frame's header+data
-                // taken for writing RX_PREFETCH buffers ahead.
-                // (the hint stays inside the buffer: no line of the ring
-                // or of another buffer is taken from the front-end)
+                // first and copying them back to back (no gain); each
+                // buffer's first two lines taken for writing (PREFETCHW) 4
+                // buffers ahead of its copy: +30 % far at 64 B on the
+                // machine of an earlier session, -30 to -40 % on this one
+                // (h2g 1518 B far 3.1 -> 5.3 Mpps without it, 64 B far 5.4
+                // -> 7.6, packed 6.4 -> 9.1; docs/PERFORMANCE.md).
                 // The group's used entries are written after its copies,
                 // on lines the driver read last: taken for writing now,
                 // their ownership transfers overlap the copies.
                 q.prefetch_used(mem, RX_USED_AHEAD);
-                let tail = u64::try_from(hl).unwrap_or(0).wrapping_add(63);
-                let ahead = |s: &Single| {
-                    mem.prefetch_write(s.addr);
-                    mem.prefetch_write(
-                        s.addr
-                            .wrapping_add(tail.min(u64::from(s.len).saturating_sub(1))),
-                    );
-                };
-                self.rx_batch.iter().take(RX_PREFETCH).for_each(ahead);
                 let mut kept = 0usize;
                 let mut idle = false;
                 let mut too_big = false;
-                for (i, s) in self.rx_batch.iter().enumerate() {
-                    if let Some(t) = self.rx_batch.get(i.wrapping_add(RX_PREFETCH)) {
-                        ahead(t);
-                    }
+                for s in self.rx_batch.iter() {
                     let n = match std::mem::take(&mut self.rx_pending) {
                         0 => match next_frame(self.backend.as_mut(), &mut self.rx_buf, hl, stats) {
                             Some(n) => n,
