@@ -37,8 +37,11 @@ for _ in $(seq 150); do [ -S "$W/v.sock" ] && break; sleep 0.1; done
 # $! is timeout's pid; perf wants testpmd's own
 BPID=$(pgrep -n -P "$WPID" dpdk-testpmd) || { echo "net_vhost did not start"; cat "$W/back.log"; exit 1; }
 frontend_start "$W/v.sock" "$PFX-f"
-perf record -p "$BPID" -o "$W/perf.data" -- sleep "$SECS" > /dev/null 2>&1
+# FRONT=1: sample the front-end's testpmd instead (as bench/profile.sh FRONT=1)
+PPID_=$BPID
+[ -n "${FRONT:-}" ] && { PPID_=$(pgrep -n -P "$TPID" dpdk-testpmd) || PPID_=$TPID; }
+perf record -p "$PPID_" -o "$W/perf.data" -- sleep "$SECS" > /dev/null 2>&1
 {
-    echo "== DPDK net_vhost $PATH_ $SIZE B${VA:+ ($VA)}: front-end $(frontend_rate)"
+    echo "== DPDK net_vhost $PATH_ $SIZE B${VA:+ ($VA)}: front-end $(frontend_rate)${FRONT:+ (profile: the front-end)}"
     perf report -i "$W/perf.data" --no-children --sort dso,sym --percent-limit 0.5 --stdio 2>/dev/null
 } | python3 bench/dpdk-syms.py

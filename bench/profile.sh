@@ -8,6 +8,9 @@
 #
 # Needs root, dpdk-testpmd (dpdk-dev) and perf (linux-perf). vhostd runs
 # with --mode poll. The release profile keeps debug info, so symbols resolve.
+# FRONT=1 samples the front-end (testpmd, CPU 0) instead, its DPDK functions
+# named: what this back-end costs the front-end (bench/dpdk-profile.sh takes
+# FRONT=1 too, for the same view against DPDK net_vhost).
 # PERF_CG (default -g) is passed to perf record: PERF_CG="--call-graph
 # dwarf,4096" names the callers of libc's functions (no frame pointers), e.g.
 # which of the two copies of the loop path a memmove sample belongs to.
@@ -38,7 +41,11 @@ VHOSTCTL=${VHOSTCTL:-$(dirname "$VHOSTD")/vhostctl}
 [ -x "$VHOSTCTL" ] || VHOSTCTL=target/release/vhostctl
 snap() { timeout 5 "$VHOSTCTL" --control-socket "$W/c.sock" stats --json > "$1" 2>/dev/null || true; }
 snap "$W/s0.json"
-if [ -n "${NOPERF:-}" ]; then sleep "$SECS"; else perf record ${PERF_CG:--g} -p "$VPID" -o "$W/perf.data" -- sleep "$SECS" > /dev/null 2>&1; fi
+# FRONT=1: the front-end's testpmd is sampled instead (its DPDK libraries named by
+# bench/dpdk-syms.py), to see what a back-end costs the front-end
+PPID_=$VPID
+[ -n "${FRONT:-}" ] && { PPID_=$(pgrep -n -P "$TPID" dpdk-testpmd) || PPID_=$TPID; }
+if [ -n "${NOPERF:-}" ]; then sleep "$SECS"; else perf record ${PERF_CG:--g} -p "$PPID_" -o "$W/perf.data" -- sleep "$SECS" > /dev/null 2>&1; fi
 snap "$W/s1.json"
 echo "== $PATH_ $SIZE B${VA:+ ($VA)}: front-end $(frontend_rate)"
 python3 - "$W/s0.json" "$W/s1.json" <<'PY' || true
@@ -60,5 +67,11 @@ for q0, q1 in zip(a, b):
                f"{d['empty_polls'] / d['bursts']:.1f} empty passes per busy one")
 print("   vhostd " + "; ".join(out) if out else "   vhostd: no passes counted")
 PY
+if [ -n "${FRONT:-}" ]; then
+    echo "   (the front-end's testpmd, CPU 0)"
+    perf report -i "$W/perf.data" --no-children --sort dso,sym --percent-limit 0.5 --stdio 2>/dev/null |
+        python3 bench/dpdk-syms.py
+    exit 0
+fi
 perf report -i "$W/perf.data" --no-children --percent-limit 1 --stdio 2>/dev/null |
     grep -E '^ +[0-9.]+%' | sed -E 's/ +[^ ]+ +[^ ]+ +\[\.\] / /; s/ +[^ ]+ +\[kernel[^]]*\] +\[k\] / [k] /'
