@@ -55,6 +55,36 @@ def functions(obj):
     return out
 
 
+def section_bytes(path, name):
+    """(address, bytes) of one section of an ELF file, or None."""
+    for line in run("readelf", "-SW", path).splitlines():
+        m = re.search(r"\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)", line)
+        if m and m.group(1) == name:
+            off, size = int(m.group(3), 16), int(m.group(4), 16)
+            with open(path, "rb") as f:
+                f.seek(off)
+                return int(m.group(2), 16), f.read(size)
+    return None
+
+
+def byte_votes(so, obj, section, fs):
+    """Distances (library address - object offset) at which the first 24
+    bytes of the section's functions of 40 bytes or more occur in the
+    library's .text (once each); relocated bytes simply do not match."""
+    text, code = section_bytes(so, ".text") or (0, b""), section_bytes(obj, section)
+    if not code or not text[1]:
+        return collections.Counter()
+    votes = collections.Counter()
+    for (_, start, size, _, _) in fs:
+        pat = code[1][start:start + 24]
+        if size < 40 or len(pat) < 24:
+            continue
+        i = text[1].find(pat)
+        if i >= 0 and text[1].find(pat, i + 1) < 0:
+            votes[text[0] + i - start] += 1
+    return votes
+
+
 def symbol_map(so, archive, tmp):
     """Sorted [(start, end, name)] in the shared library's addresses."""
     exp = exported(so)
@@ -71,6 +101,11 @@ def symbol_map(so, archive, tmp):
             # the distance voted by the exported functions of this section
             votes = collections.Counter(
                 exp[name] - start for (_, start, _, name, glob_) in fs if glob_ and name in exp)
+            if not votes:
+                # nothing of this section is exported (a PMD's Rx/Tx code,
+                # e.g. librte_net_virtio): vote with where the first bytes
+                # of its larger functions occur in the library's code
+                votes = byte_votes(so, obj, section, fs)
             if not votes:
                 continue
             delta, _ = votes.most_common(1)[0]
