@@ -1,6 +1,6 @@
 //! The memory layer's only unsafe code: a cache prefetch hint, the frame
-//! copy, and the SIGBUS handler that keeps a shrunk guest-memory file from ending the
-//! daemon.
+//! copy, and the SIGBUS handler that keeps a shrunk guest-memory file from
+//! ending the daemon.
 #![allow(unsafe_code)]
 
 use vm_memory::VolatileSlice;
@@ -87,7 +87,7 @@ unsafe fn copy_avx(dst: *mut u8, src: *const u8, n: usize) {
     // Every access below lies in [0, n) of both ranges, which the caller
     // promises readable (src) and writable (dst): the tail block is
     // [n - 128, n) with n >= COPY_LOOP_MIN > 128, a step at `off < tail`
-    // ends before n, and `first` is 1..=32.
+    // ends before n, and the first step starts 1..=32 bytes in.
     let tail = n.wrapping_sub(128);
     // SAFETY: [0, 32) of src, as above; read_unaligned needs no alignment.
     let head = unsafe { src.cast::<__m256i>().read_unaligned() };
@@ -118,7 +118,8 @@ pub(crate) fn read_guest(s: &VolatileSlice<'_, ()>, buf: &mut [u8]) -> bool {
     }
     let g = s.ptr_guard();
     // SAFETY: a VolatileSlice covers s.len() mapped bytes while it lives;
-    // `buf` is a host buffer of the same length, outside guest memory.
+    // `buf` is a Rust slice of the same length, which cannot point into the
+    // mapping (guest memory is reached only through volatile accessors).
     unsafe { copy(buf.as_mut_ptr(), g.as_ptr(), buf.len()) };
     true
 }
