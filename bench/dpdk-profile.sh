@@ -39,7 +39,7 @@ BPID=$(pgrep -n -P "$WPID" dpdk-testpmd) || { echo "net_vhost did not start"; ca
 frontend_start "$W/v.sock" "$PFX-f"
 # FRONT=1: sample the front-end's testpmd instead (as bench/profile.sh FRONT=1)
 PPID_=$BPID
-[ -n "${FRONT:-}" ] && { PPID_=$(pgrep -n -P "$TPID" dpdk-testpmd) || PPID_=$TPID; }
+[ -n "${FRONT:-}" ] && PPID_=$(frontend_pid)
 perf record -p "$PPID_" -o "$W/perf.data" -- sleep "$SECS" > /dev/null 2>&1
 {
     echo "== DPDK net_vhost $PATH_ $SIZE B${VA:+ ($VA)}: front-end $(frontend_rate)${FRONT:+ (profile: the front-end)}"

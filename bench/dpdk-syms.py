@@ -19,6 +19,7 @@ Lines whose address lies outside a mapped section keep the address.
 """
 
 import collections
+import functools
 import glob
 import os
 import re
@@ -55,8 +56,11 @@ def functions(obj):
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def section_bytes(path, name):
-    """(address, bytes) of one section of an ELF file, or None."""
+    """(address, bytes) of one section of an ELF file, or None (read once
+    per file and section: every object of an archive looks into the same
+    library's .text)."""
     for line in run("readelf", "-SW", path).splitlines():
         m = re.search(r"\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+([0-9a-f]+)\s+([0-9a-f]+)", line)
         if m and m.group(1) == name:

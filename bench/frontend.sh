@@ -35,6 +35,12 @@ frontend_rate() {
     grep "$RATE:" "$W/tp.log" | tail -1 | awk '{printf "%.2f Mpps", $2 / 1e6}'
 }
 
+# frontend_pid: the front-end testpmd's own pid (TPID is timeout's), for
+# sampling the front-end (FRONT=1 in both profile scripts).
+frontend_pid() {
+    pgrep -n -P "$TPID" dpdk-testpmd || echo "$TPID"
+}
+
 # profile_cleanup BACK_PID PREFIX...: stops the front-end and the back-end
 # (BACK_PID, may be empty), removes DPDK's runtime directories of the
 # PREFIXes and $W (kept with KEEP=1). For `trap ... EXIT`.

@@ -44,7 +44,7 @@ snap "$W/s0.json"
 # FRONT=1: the front-end's testpmd is sampled instead (its DPDK libraries named by
 # bench/dpdk-syms.py), to see what a back-end costs the front-end
 PPID_=$VPID
-[ -n "${FRONT:-}" ] && { PPID_=$(pgrep -n -P "$TPID" dpdk-testpmd) || PPID_=$TPID; }
+[ -n "${FRONT:-}" ] && PPID_=$(frontend_pid)
 if [ -n "${NOPERF:-}" ]; then sleep "$SECS"; else perf record ${PERF_CG:--g} -p "$PPID_" -o "$W/perf.data" -- sleep "$SECS" > /dev/null 2>&1; fi
 snap "$W/s1.json"
 echo "== $PATH_ $SIZE B${VA:+ ($VA)}: front-end $(frontend_rate)"

@@ -89,29 +89,21 @@ impl Backend for Source {
     }
 
     fn recv_owned(&mut self, buf: &mut Vec<u8>) -> Result<Option<usize>, BackendError> {
-        let n = self.pkt.len();
-        if self.filled != Some(buf.as_ptr() as usize) {
-            self.filled = None;
-            let got = self.recv(buf)?;
-            if got.is_some() {
-                self.filled = Some(buf.as_ptr() as usize);
-            }
-            return Ok(got);
-        }
-        // the frame is still there: the header only (the caller may have
-        // set num_buffers in it)
-        let fits = n <= buf.len();
-        match (buf.get_mut(..self.hdr_len), self.pkt.get(..self.hdr_len)) {
-            (Some(dst), Some(src)) if fits => {
+        let at = buf.as_ptr() as usize;
+        if self.filled == Some(at) && self.pkt.len() <= buf.len() {
+            // the frame is still there: the header only (the caller may
+            // have set num_buffers in it)
+            if let (Some(dst), Some(src)) =
+                (buf.get_mut(..self.hdr_len), self.pkt.get(..self.hdr_len))
+            {
                 dst.copy_from_slice(src);
                 self.packets = self.packets.wrapping_add(1);
-                Ok(Some(n))
-            }
-            _ => {
-                self.filled = None;
-                self.recv(buf)
+                return Ok(Some(self.pkt.len()));
             }
         }
+        let got = self.recv(buf)?;
+        self.filled = got.map(|_| at);
+        Ok(got)
     }
 
     fn rx_fd(&self) -> Option<RawFd> {
