@@ -126,6 +126,11 @@ queue_counters! {
     /// worker waits on the other side: a core that is the bottleneck
     /// almost never finds its queue empty.
     empty_polls,
+    /// RX: frames delivered with their header compared with the buffer's
+    /// bytes and written only if different (the way the RX header tuner
+    /// chose for this queue, vhostd_net::tune); against `packets`, the
+    /// share of time the queue ran that way.
+    header_compared,
 }
 
 /// The queue's counters under the names of the virtio 1.4 device

@@ -383,6 +383,8 @@ impl Worker {
     /// Runs both directions once (a high-priority ring first). Returns true
     /// if work is left.
     fn process(&mut self, now: Instant) -> bool {
+        // the RX header tuner's epochs (crate vhostd_net::tune)
+        self.qp.tune(now);
         let rx_first = self
             .ring(Dir::Rx)
             .is_some_and(|r| r.priority == Priority::High)

@@ -18,6 +18,7 @@ pub mod ctrl;
 pub mod features;
 pub mod hdr;
 mod queue_pair;
+pub mod tune;
 
 pub use features::NetConfig;
 pub use queue_pair::{Outcome, QueuePair, Status, BURST};

@@ -8,12 +8,15 @@
 //! One copy between guest and host memory in each direction. Buffers are
 //! allocated when the pair is made, never per packet.
 
+use std::time::Instant;
+
 use vhostd_api::{Count, QueueStats};
 use vhostd_backend::{Backend, BackendError, MAX_PACKET};
 use vhostd_mem::GuestMem;
 use vhostd_virtq::{Chain, Queue, QueueError, Single, UsedRef};
 
 use crate::hdr::{self, NUM_BUFFERS_END, NUM_BUFFERS_OFFSET};
+use crate::tune::{HeaderTuner, HeaderWrite};
 use crate::NetConfig;
 
 /// Most packets moved per direction per call: bounds the work one wake-up
@@ -167,6 +170,21 @@ fn set_one_buffer(pkt: &mut [u8]) {
     }
 }
 
+/// Writes `out` (a header of `hl` bytes, then the frame) at `addr`, the
+/// header only if the guest's buffer does not hold those bytes already
+/// ([`HeaderWrite::Compare`]). A guest changing its own buffer meanwhile
+/// only races itself: what it reads is its own bytes or ours.
+fn write_unless_equal(mem: &GuestMem, addr: u64, out: &[u8], hl: usize) -> bool {
+    let (Some(h), Some(f)) = (out.get(..hl), out.get(hl..)) else {
+        return false;
+    };
+    let mut cur = [0u8; 12];
+    let same = cur
+        .get_mut(..hl)
+        .is_some_and(|c| mem.read(addr, c).is_ok() && *c == *h);
+    (same || mem.write(addr, h).is_ok()) && mem.write(addr.wrapping_add(hl as u64), f).is_ok()
+}
+
 enum Place {
     /// Delivered.
     Placed,
@@ -206,6 +224,11 @@ pub struct QueuePair {
     /// Whether frame bytes cross guest memory: false only for the
     /// `ceiling:` benchmark diagnostic (headers and rings only).
     frame_bytes: bool,
+    /// How the RX group path writes headers, and what chooses it.
+    rx_header: HeaderWrite,
+    tuner: HeaderTuner,
+    /// Frames delivered to the guest so far (the tuner's measure).
+    rx_frames: u64,
 }
 
 impl QueuePair {
@@ -228,6 +251,9 @@ impl QueuePair {
             tx_first: [(0, 0); TX_BATCH],
             notify: true,
             frame_bytes: backend.needs_frame_bytes(),
+            rx_header: HeaderWrite::Write,
+            tuner: HeaderTuner::default(),
+            rx_frames: 0,
             backend,
         }
     }
@@ -252,6 +278,25 @@ impl QueuePair {
     /// them off because the caller polls (poll mode, or adaptive while busy).
     pub fn set_notify(&mut self, notify: bool) {
         self.notify = notify;
+    }
+
+    /// Lets the RX header tuner ([`crate::tune`]) advance: call about once
+    /// per pass with a recent clock (the worker's).
+    pub fn tune(&mut self, now: Instant) {
+        self.tuner.tick(now, self.rx_frames);
+        self.rx_header = self.tuner.way();
+    }
+
+    /// How RX headers are written now, and the tuner's (probes, Compare
+    /// chosen) so far.
+    pub fn rx_header(&self) -> (HeaderWrite, (u64, u64)) {
+        (self.rx_header, self.tuner.decisions())
+    }
+
+    /// Fixes how RX headers are written (tests, benchmarks); the tuner
+    /// takes over again at the next [`QueuePair::tune`].
+    pub fn set_rx_header(&mut self, way: HeaderWrite) {
+        self.rx_header = way;
     }
 
     /// The active configuration.
@@ -598,7 +643,14 @@ impl QueuePair {
                         true => &*pkt,
                         false => pkt.get(..hl).unwrap_or_default(),
                     };
-                    if mem.write(s.addr, out).is_err() {
+                    let written = match self.rx_header {
+                        HeaderWrite::Compare if out.len() > hl => {
+                            stats.header_compared.inc();
+                            write_unless_equal(mem, s.addr, out, hl)
+                        }
+                        _ => mem.write(s.addr, out).is_ok(),
+                    };
+                    if !written {
                         // (pop_batch checked the buffer; memory does not
                         // shrink under us) complete it empty, keep the frame
                         q.add_used(mem, s.used_ref(), 0)?;
@@ -653,6 +705,7 @@ impl QueuePair {
                 }
             }
         };
+        self.rx_frames = self.rx_frames.wrapping_add(delivered as u64);
         publish_burst(q, mem, used, status, stats)
     }
 
