@@ -35,6 +35,11 @@ pub const PROBE_EPOCHS: u32 = 16;
 pub const SETTLE: Duration = Duration::from_secs(10);
 /// How soon a probe that saw too little traffic to decide is run again.
 pub const RETRY: Duration = Duration::from_secs(1);
+/// Settled epochs in a row whose rate left the probe's by a quarter (up
+/// or down) before a new probe: the vCPUs moved (this machine's line round
+/// trip goes from ~65 to ~320 ns and back; Compare's gain with it) or the
+/// traffic changed.
+pub const MOVED_EPOCHS: u32 = 8;
 /// Frames an epoch must carry to count: a busy queue (~80 kpps); at lower
 /// rates the way the header is written does not set the rate.
 pub const MIN_EPOCH_FRAMES: u64 = 2000;
@@ -56,8 +61,14 @@ pub enum HeaderWrite {
 enum State {
     /// Alternating: epoch `epoch` (even: Write, odd: Compare) ends at `end`.
     Probe { epoch: u32, end: Instant },
-    /// Decided until `until`.
-    Settled { until: Instant },
+    /// Decided until `until`; watched in epochs (the current one ends at
+    /// `end`) for a rate that left the probe's by a quarter `strikes`
+    /// epochs running.
+    Settled {
+        until: Instant,
+        end: Instant,
+        strikes: u32,
+    },
 }
 
 /// Alternates [`HeaderWrite`] ways in epochs and keeps the one that moves
@@ -73,6 +84,14 @@ pub struct HeaderTuner {
     /// Pairs where both epochs counted, and those Compare won clearly.
     pairs: u32,
     wins: u32,
+    /// Frames and busy epochs of each way in the probe: the chosen way's
+    /// mean is the rate a settled queue is held against.
+    write_sum: u64,
+    write_epochs: u64,
+    compare_sum: u64,
+    compare_epochs: u64,
+    /// Frames per epoch expected while settled (0: none, idle probe).
+    reference: u64,
     /// Decisions for Compare so far (observability).
     chosen_compare: u64,
     probes: u64,
@@ -87,6 +106,11 @@ impl Default for HeaderTuner {
             write_frames: None,
             pairs: 0,
             wins: 0,
+            write_sum: 0,
+            write_epochs: 0,
+            compare_sum: 0,
+            compare_epochs: 0,
+            reference: 0,
             chosen_compare: 0,
             probes: 0,
         }
@@ -110,9 +134,35 @@ impl HeaderTuner {
     pub fn tick(&mut self, now: Instant, frames: u64) {
         match self.state {
             None => self.start_probe(now, frames),
-            Some(State::Settled { until }) => {
+            Some(State::Settled {
+                until,
+                end,
+                strikes,
+            }) => {
                 if now >= until {
                     self.start_probe(now, frames);
+                } else if now >= end {
+                    // the machine or the traffic changed under the decision
+                    // (the vCPUs moved, a guest started forwarding): ask again
+                    let n = frames.wrapping_sub(self.mark);
+                    self.mark = frames;
+                    let r = self.reference;
+                    let off = if r == 0 {
+                        n >= MIN_EPOCH_FRAMES
+                    } else {
+                        n.saturating_mul(4) < r.saturating_mul(3)
+                            || n.saturating_mul(3) > r.saturating_mul(4)
+                    };
+                    let strikes = if off { strikes.saturating_add(1) } else { 0 };
+                    if strikes >= MOVED_EPOCHS {
+                        self.start_probe(now, frames);
+                    } else {
+                        self.state = Some(State::Settled {
+                            until,
+                            end: now.checked_add(EPOCH).unwrap_or(now),
+                            strikes,
+                        });
+                    }
                 }
             }
             Some(State::Probe { epoch, end }) => {
@@ -121,6 +171,13 @@ impl HeaderTuner {
                 }
                 let n = frames.wrapping_sub(self.mark);
                 let busy = n >= MIN_EPOCH_FRAMES;
+                if busy && epoch % 2 == 0 {
+                    self.write_sum = self.write_sum.saturating_add(n);
+                    self.write_epochs = self.write_epochs.saturating_add(1);
+                } else if busy {
+                    self.compare_sum = self.compare_sum.saturating_add(n);
+                    self.compare_epochs = self.compare_epochs.saturating_add(1);
+                }
                 if epoch % 2 == 0 {
                     self.write_frames = busy.then_some(n);
                 } else if let Some(w) = self.write_frames.take().filter(|_| busy) {
@@ -139,6 +196,11 @@ impl HeaderTuner {
                     } else {
                         HeaderWrite::Write
                     };
+                    let (sum, epochs) = match self.way {
+                        HeaderWrite::Write => (self.write_sum, self.write_epochs),
+                        HeaderWrite::Compare => (self.compare_sum, self.compare_epochs),
+                    };
+                    self.reference = sum.checked_div(epochs).unwrap_or(0);
                     // too few busy pairs to judge: ask again soon
                     let hold = if self.pairs >= MIN_PAIR_WINS {
                         SETTLE
@@ -147,6 +209,8 @@ impl HeaderTuner {
                     };
                     self.state = Some(State::Settled {
                         until: now.checked_add(hold).unwrap_or(now),
+                        end: now.checked_add(EPOCH).unwrap_or(now),
+                        strikes: 0,
                     });
                 } else {
                     self.way = if next % 2 == 0 {
@@ -168,6 +232,10 @@ impl HeaderTuner {
         self.write_frames = None;
         self.pairs = 0;
         self.wins = 0;
+        self.write_sum = 0;
+        self.write_epochs = 0;
+        self.compare_sum = 0;
+        self.compare_epochs = 0;
         self.way = HeaderWrite::Write;
         self.state = Some(State::Probe {
             epoch: 0,
@@ -178,7 +246,11 @@ impl HeaderTuner {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::arithmetic_side_effects, clippy::indexing_slicing)]
+    #![allow(
+        clippy::arithmetic_side_effects,
+        clippy::indexing_slicing,
+        clippy::unwrap_used
+    )]
     use super::*;
 
     /// Runs one probe from `t` with `rate(way)` frames per epoch; returns
@@ -213,12 +285,18 @@ mod tests {
         });
         assert_eq!(w, HeaderWrite::Compare);
         assert_eq!(tu.decisions(), (1, 1));
-        // settled: stays while the settle time runs, even if rates change
-        for _ in 0..100 {
-            t += Duration::from_millis(50);
-            f += 1000;
+        // settled: stays while the rate holds (within a quarter; a short
+        // dip of fewer than MOVED_EPOCHS epochs is not a move)
+        let epochs = u32::try_from(SETTLE.as_millis() / EPOCH.as_millis()).unwrap() - 2;
+        for e in 0..epochs {
+            t += EPOCH;
+            f += if e % 50 < MOVED_EPOCHS - 1 {
+                60_000
+            } else {
+                125_000
+            };
             tu.tick(t, f);
-            assert_eq!(tu.way(), HeaderWrite::Compare);
+            assert_eq!(tu.way(), HeaderWrite::Compare, "settled epoch {e}");
         }
         // after SETTLE a new probe; this time Compare is slower: Write
         t += SETTLE;
@@ -228,6 +306,20 @@ mod tests {
         });
         assert_eq!(w, HeaderWrite::Write);
         assert_eq!(tu.decisions(), (2, 1));
+        // the rate halves and stays there (the vCPUs moved): a new probe
+        // long before SETTLE is out, which finds Compare ahead now
+        for _ in 0..MOVED_EPOCHS {
+            assert_eq!(tu.way(), HeaderWrite::Write);
+            t += EPOCH;
+            f += 50_000;
+            tu.tick(t, f);
+        }
+        let w = probe(&mut t, &mut f, &mut tu, |w, _| match w {
+            HeaderWrite::Write => 50_000,
+            HeaderWrite::Compare => 90_000,
+        });
+        assert_eq!(w, HeaderWrite::Compare);
+        assert_eq!(tu.decisions(), (3, 2));
     }
 
     #[test]
