@@ -174,6 +174,7 @@ fn set_one_buffer(pkt: &mut [u8]) {
 /// header only if the guest's buffer does not hold those bytes already
 /// ([`HeaderWrite::Compare`]). A guest changing its own buffer meanwhile
 /// only races itself: what it reads is its own bytes or ours.
+#[inline(never)]
 fn write_unless_equal(mem: &GuestMem, addr: u64, out: &[u8], hl: usize) -> bool {
     let (Some(h), Some(f)) = (out.get(..hl), out.get(hl..)) else {
         return false;
@@ -573,6 +574,7 @@ impl QueuePair {
             q.disable_notification(mem)?;
         }
         let hl = self.cfg.hdr_len;
+        let compare = self.rx_header == HeaderWrite::Compare;
         let mut delivered = 0usize;
         let mut used = 0usize;
         let mut retries = 0usize;
@@ -643,12 +645,11 @@ impl QueuePair {
                         true => &*pkt,
                         false => pkt.get(..hl).unwrap_or_default(),
                     };
-                    let written = match self.rx_header {
-                        HeaderWrite::Compare if out.len() > hl => {
-                            stats.header_compared.inc();
-                            write_unless_equal(mem, s.addr, out, hl)
-                        }
-                        _ => mem.write(s.addr, out).is_ok(),
+                    let written = if compare && out.len() > hl {
+                        stats.header_compared.inc();
+                        write_unless_equal(mem, s.addr, out, hl)
+                    } else {
+                        mem.write(s.addr, out).is_ok()
                     };
                     if !written {
                         // (pop_batch checked the buffer; memory does not
