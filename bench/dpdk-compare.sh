@@ -35,6 +35,9 @@
 #                             ~10 far with the same binary. A run above RTT_FAR ns is marked '~'; the
 #                             table also gives the median ratio over pairs whose two runs were in the
 #                             same phase ("same-phase"), the only pairs that compare back-ends.
+#   RTT_SIB=45                a third phase below this: the two vCPUs on one core's hyperthreads
+#                             (~30 ns; they share L1/L2: DPDK's loop packed 64 B runs at ~15 Mpps
+#                             there, ~8 near at ~65 ns). Same-phase pairs compare s/n/f.
 #   KEEP=1                    keep the work directory (logs) even if every cell passed
 #   CEILING=1                 a third run per pair: vhostd --backend ceiling:KIND, which does not copy
 #                             the frame bytes (headers and rings only; a diagnostic that breaks the
@@ -354,6 +357,7 @@ runs_tsv = sys.argv[2] if len(sys.argv) > 2 else "/dev/null"
 FIELDS = "cell path ring mrg ino size side pair status mpps foreign steal features rx_path tx_path samples log rtt".split()
 import os
 RTT_FAR = float(os.environ.get("RTT_FAR", "150"))
+RTT_SIB = float(os.environ.get("RTT_SIB", "45"))
 runs = []
 for line in open(runs_tsv):
     v = line.rstrip("\n").split("\t")
@@ -371,6 +375,8 @@ for line in open(runs_tsv):
     except ValueError:
         r["rtt"] = None
     r["far"] = r["rtt"] is not None and r["rtt"] > RTT_FAR
+    # three phases: s(ibling, the two vCPUs on one core's hyperthreads), n(ear), f(ar)
+    r["phase"] = None if r["rtt"] is None else ("f" if r["far"] else ("s" if r["rtt"] < RTT_SIB else "n"))
     runs.append(r)
 
 def side(rs, foreign_max):
@@ -402,6 +408,7 @@ def cells(foreign_max):
             for run, r in zip(cell[s]["runs"], srs):
                 run["line_rtt_ns"] = r["rtt"]
                 run["far"] = r["far"]
+                run["phase"] = r["phase"]
             cell[s]["far_runs"] = sum(1 for r in srs if r["far"])
             for run in cell[s]["runs"]:
                 f = run["features"]
@@ -416,7 +423,7 @@ def cells(foreign_max):
         for r in rs:
             if r["status"] == "ok":
                 by_pair.setdefault(r["pair"], {})[r["side"]] = r["mpps"]
-                phase.setdefault(r["pair"], {})[r["side"]] = r["far"]
+                phase.setdefault(r["pair"], {})[r["side"]] = r["phase"]
         pr = [round(x["vhostd"] / x["dpdk"], 3) for _, x in sorted(by_pair.items())
               if "vhostd" in x and x.get("dpdk")]
         cell["pair_ratios"] = pr
@@ -491,7 +498,8 @@ elif mode == "legend":
     print("Mpps: median over runs of each run's mean front-end rate; !: some runs failed (see note);")
     print("*: other processes took > %s%% of one CPU during a run (busy: sides). vh/DP = vhostd/DPDK." % sys.argv[3])
     print("~far: runs in the far phase (line round trip > %.0f ns); same-phase: median vhostd/DPDK over" % RTT_FAR)
-    print("pairs whose two runs were in the same phase (the ratio to read when the phases differ).")
+    print("pairs whose two runs were in the same phase (the ratio to read when the phases differ;")
+    print("phases: far, near, and sibling below %.0f ns)." % RTT_SIB)
     if any(r["side"] == "ceiling" for r in runs):
         print("ceiling: median Mpps of the ceiling:KIND runs (no frame copies, not a vhostd figure); /DPDK and")
         print("vhostd/: same-phase medians of ceiling/DPDK (the highest vh/DP reachable) and vhostd/ceiling.")

@@ -62,6 +62,7 @@ run "benchmark smoke (figures only, never pass/fail on numbers)" bash -c \
 run "vhostd vs DPDK harness smoke (bench/dpdk-compare.sh, QUICK, with the ceiling runs)" env QUICK=1 CEILING=1 BUILD=1 OUT=/tmp/vhostd-ci-bench bash bench/dpdk-compare.sh
 run "ceiling table of that run (bench/ceiling-table.py)" bash -c \
   'python3 bench/ceiling-table.py "$(ls -t /tmp/vhostd-ci-bench/dpdk-compare-*.json | head -1)"'
+run "interleaved comparison smoke (bench/interleave.sh: both back-ends ports of one front-end, taking turns)" env ROUNDS=3 PERIOD=0.5 bash bench/interleave.sh loop 64
 run "worker modes smoke (bench/modes.sh)" env PAIRS=1 SECS=1 WARMUP=1 IDLE_SECS=2 bash bench/modes.sh
 run "DPDK symbol names for profiles (bench/dpdk-syms.py)" bash tests/dpdk-syms.sh
 run "ring micro-benchmarks (criterion --test)" cargo bench -q -p vhostd-bench --bench ring -- --test
