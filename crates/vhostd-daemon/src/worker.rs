@@ -23,6 +23,7 @@ use vhostd_api::{CoalescePolicy, Count, Priority, QueueSettings, QueueStats, Wor
 use vhostd_backend::Backend;
 use vhostd_mem::GuestMem;
 use vhostd_net::coalesce::{Coalescer, Decision, Policy};
+use vhostd_net::tune::HeaderTuner;
 use vhostd_net::{NetConfig, Outcome, QueuePair, Status};
 use vhostd_virtq::{Queue, QueueError};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
@@ -129,6 +130,8 @@ impl WorkerHandle {
                 ctrl: wake2,
                 cmds: rx,
                 qp: QueuePair::new(backend),
+                tuner: HeaderTuner::default(),
+                rx_done: 0,
                 rings: [None, None, None],
                 ctrl_queue: None,
                 ctrl_chain: vhostd_virtq::Chain::with_capacity(8),
@@ -206,6 +209,10 @@ struct Worker {
     ctrl: EventFd,
     cmds: Receiver<Cmd>,
     qp: QueuePair,
+    /// Chooses how RX headers are written (vhostd_net::tune), measured on
+    /// `rx_done`, the RX used entries completed so far.
+    tuner: HeaderTuner,
+    rx_done: u64,
     rings: [Option<Ring>; 3],
     /// The control virtqueue, when this worker serves it.
     ctrl_queue: Option<Queue>,
@@ -383,8 +390,10 @@ impl Worker {
     /// Runs both directions once (a high-priority ring first). Returns true
     /// if work is left.
     fn process(&mut self, now: Instant) -> bool {
-        // the RX header tuner's epochs (crate vhostd_net::tune)
-        self.qp.tune(now);
+        // the RX header tuner's epochs (vhostd_net::tune), on the RX
+        // entries completed so far
+        self.tuner.tick(now, self.rx_done);
+        self.qp.set_rx_header(self.tuner.way());
         let rx_first = self
             .ring(Dir::Rx)
             .is_some_and(|r| r.priority == Priority::High)
@@ -487,8 +496,11 @@ impl Worker {
     }
 
     fn finish(&mut self, dir: Dir, res: Result<Outcome, QueueError>, now: Instant) -> bool {
-        if res.as_ref().is_ok_and(|o| o.published) {
+        if let Some(o) = res.as_ref().ok().filter(|o| o.published) {
             self.did_work = true;
+            if dir == Dir::Rx {
+                self.rx_done = self.rx_done.wrapping_add(u64::from(o.completed));
+            }
         }
         let Some(r) = self.ring_mut(dir) else {
             return false;

@@ -8,15 +8,13 @@
 //! One copy between guest and host memory in each direction. Buffers are
 //! allocated when the pair is made, never per packet.
 
-use std::time::Instant;
-
 use vhostd_api::{Count, QueueStats};
 use vhostd_backend::{Backend, BackendError, MAX_PACKET};
 use vhostd_mem::GuestMem;
 use vhostd_virtq::{Chain, Queue, QueueError, Single, UsedRef};
 
 use crate::hdr::{self, NUM_BUFFERS_END, NUM_BUFFERS_OFFSET};
-use crate::tune::{HeaderTuner, HeaderWrite};
+use crate::tune::HeaderWrite;
 use crate::NetConfig;
 
 /// Most packets moved per direction per call: bounds the work one wake-up
@@ -225,11 +223,9 @@ pub struct QueuePair {
     /// Whether frame bytes cross guest memory: false only for the
     /// `ceiling:` benchmark diagnostic (headers and rings only).
     frame_bytes: bool,
-    /// How the RX group path writes headers, and what chooses it.
+    /// How the RX group path writes headers (the worker's
+    /// [`crate::tune::HeaderTuner`] chooses).
     rx_header: HeaderWrite,
-    tuner: HeaderTuner,
-    /// Frames delivered to the guest so far (the tuner's measure).
-    rx_frames: u64,
 }
 
 impl QueuePair {
@@ -253,8 +249,6 @@ impl QueuePair {
             notify: true,
             frame_bytes: backend.needs_frame_bytes(),
             rx_header: HeaderWrite::Write,
-            tuner: HeaderTuner::default(),
-            rx_frames: 0,
             backend,
         }
     }
@@ -281,21 +275,12 @@ impl QueuePair {
         self.notify = notify;
     }
 
-    /// Lets the RX header tuner ([`crate::tune`]) advance: call about once
-    /// per pass with a recent clock (the worker's).
-    pub fn tune(&mut self, now: Instant) {
-        self.tuner.tick(now, self.rx_frames);
-        self.rx_header = self.tuner.way();
+    /// How RX headers are written now.
+    pub fn rx_header(&self) -> HeaderWrite {
+        self.rx_header
     }
 
-    /// How RX headers are written now, and the tuner's (probes, Compare
-    /// chosen) so far.
-    pub fn rx_header(&self) -> (HeaderWrite, (u64, u64)) {
-        (self.rx_header, self.tuner.decisions())
-    }
-
-    /// Fixes how RX headers are written (tests, benchmarks); the tuner
-    /// takes over again at the next [`QueuePair::tune`].
+    /// Sets how RX headers are written (the worker's tuner, tests).
     pub fn set_rx_header(&mut self, way: HeaderWrite) {
         self.rx_header = way;
     }
@@ -706,7 +691,6 @@ impl QueuePair {
                 }
             }
         };
-        self.rx_frames = self.rx_frames.wrapping_add(delivered as u64);
         publish_burst(q, mem, used, status, stats)
     }
 

@@ -21,7 +21,8 @@
 //! docs/PERFORMANCE.md). No rule known here tells the two apart, so the
 //! queue pair measures: [`HeaderTuner`] runs both in alternate epochs while
 //! frames flow, keeps Compare only when it moved clearly more frames in
-//! nearly every pair of epochs, and asks again after a while.
+//! nearly every pair of epochs, and asks again after a while. The worker
+//! owns the tuner and feeds it the RX entries its passes completed.
 
 use std::time::{Duration, Instant};
 
