@@ -20,8 +20,9 @@
 //! driver polls the line the first used descriptor sits on, and each later
 //! descriptor written to that line between two frame copies took it back
 //! (a line transfer each, 300 ns with far cores). DPDK writes its batches
-//! the same way (`vhost_flush_enqueue_batch_packed`). With IN_ORDER, runs of zero-length completions (TX) are written as
-//! one used descriptor carrying the last buffer id (§2.8.9).
+//! the same way (`vhost_flush_enqueue_batch_packed`). With IN_ORDER, runs of
+//! zero-length completions (TX) are written as one used descriptor carrying
+//! the last buffer id (§2.8.9).
 
 use std::sync::atomic::{fence, Ordering};
 
@@ -51,11 +52,11 @@ pub fn packed_ring_sizes(n: u16) -> (u64, u64, u64) {
     (DESC_SIZE * u64::from(n), 4, 4)
 }
 
-/// A run of in-order zero-length completions not yet written.
 /// Used descriptors kept back between publishes (beyond the first): the
 /// queue pair publishes every 32, a mergeable burst can complete more.
 pub(crate) const SHADOW: usize = 64;
 
+/// A run of in-order zero-length completions not yet written.
 #[derive(Debug, Clone, Copy)]
 struct Batch {
     start: u32,
