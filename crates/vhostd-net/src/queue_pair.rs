@@ -597,61 +597,21 @@ impl QueuePair {
                 // on lines the driver read last: taken for writing now,
                 // their ownership transfers overlap the copies.
                 q.prefetch_used(mem, RX_USED_AHEAD);
-                let mut kept = 0usize;
-                let mut idle = false;
-                let mut too_big = false;
-                for s in self.rx_batch.iter() {
-                    let n = match std::mem::take(&mut self.rx_pending) {
-                        0 => match next_frame(self.backend.as_mut(), &mut self.rx_buf, hl, stats) {
-                            Some(n) => n,
-                            None => {
-                                idle = true;
-                                break;
-                            }
-                        },
-                        n => n,
-                    };
-                    let Some(pkt) = self.rx_buf.get_mut(..n).filter(|_| n <= s.len as usize) else {
-                        // larger than this buffer: the general path below
-                        // (several buffers with MRG_RXBUF, or a drop)
-                        self.rx_pending = n;
-                        too_big = true;
-                        break;
-                    };
-                    if hl == 12 {
-                        // fits one buffer: num_buffers is 1, mergeable or not
-                        // (usually set already, see tx_send)
-                        set_one_buffer(pkt);
-                    }
-                    kept = kept.saturating_add(1);
-                    used = used.saturating_add(1);
-                    // (the `ceiling:` diagnostic writes the header only)
-                    let out = match self.frame_bytes {
-                        true => &*pkt,
-                        false => pkt.get(..hl).unwrap_or_default(),
-                    };
-                    let written = if compare && out.len() > hl {
-                        stats.header_compared.inc();
-                        write_unless_equal(mem, s.addr, out, hl)
+                let (kept, idle, too_big) = {
+                    let args = (&self.rx_batch, &mut self.rx_pending, self.backend.as_mut());
+                    let (batch, pending, backend) = args;
+                    let (buf, fb) = (&mut self.rx_buf, self.frame_bytes);
+                    let (u, d) = (&mut used, &mut delivered);
+                    if compare {
+                        Self::rx_group::<true>(
+                            q, mem, stats, batch, pending, backend, buf, fb, hl, u, d,
+                        )?
                     } else {
-                        mem.write(s.addr, out).is_ok()
-                    };
-                    if !written {
-                        // (pop_batch checked the buffer; memory does not
-                        // shrink under us) complete it empty, keep the frame
-                        q.add_used(mem, s.used_ref(), 0)?;
-                        stats.bad_chains.inc();
-                        self.rx_pending = n;
-                        break;
+                        Self::rx_group::<false>(
+                            q, mem, stats, batch, pending, backend, buf, fb, hl, u, d,
+                        )?
                     }
-                    q.add_used(mem, s.used_ref(), u32::try_from(n).unwrap_or(u32::MAX))?;
-                    delivered = delivered.saturating_add(1);
-                    stats.packets.inc();
-                    stats.bytes.add_n(n.saturating_sub(hl) as u64);
-                    if hdr::is_gso(pkt) {
-                        stats.gso_packets.inc();
-                    }
-                }
+                };
                 if kept < RX_GROUP {
                     q.unpop_batch(RX_GROUP.saturating_sub(kept));
                 }
@@ -692,6 +652,83 @@ impl QueuePair {
             }
         };
         publish_burst(q, mem, used, status, stats)
+    }
+
+    /// One RX group's frames into its buffers, the header written as
+    /// COMPARE says (a function per way, so the Write path's code does not
+    /// carry the Compare path's). Returns (buffers kept, back-end dry,
+    /// next frame too big for a group buffer).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn rx_group<const COMPARE: bool>(
+        q: &mut Queue,
+        mem: &GuestMem,
+        stats: &mut QueueStats,
+        batch: &[Single; RX_GROUP],
+        rx_pending: &mut usize,
+        backend: &mut dyn Backend,
+        rx_buf: &mut Vec<u8>,
+        frame_bytes: bool,
+        hl: usize,
+        used: &mut usize,
+        delivered: &mut usize,
+    ) -> Result<(usize, bool, bool), QueueError> {
+        let mut kept = 0usize;
+        let mut idle = false;
+        let mut too_big = false;
+        for s in batch.iter() {
+            let n = match std::mem::take(rx_pending) {
+                0 => match next_frame(backend, rx_buf, hl, stats) {
+                    Some(n) => n,
+                    None => {
+                        idle = true;
+                        break;
+                    }
+                },
+                n => n,
+            };
+            let Some(pkt) = rx_buf.get_mut(..n).filter(|_| n <= s.len as usize) else {
+                // larger than this buffer: the general path below
+                // (several buffers with MRG_RXBUF, or a drop)
+                *rx_pending = n;
+                too_big = true;
+                break;
+            };
+            if hl == 12 {
+                // fits one buffer: num_buffers is 1, mergeable or not
+                // (usually set already, see tx_send)
+                set_one_buffer(pkt);
+            }
+            kept = kept.saturating_add(1);
+            *used = used.saturating_add(1);
+            // (the `ceiling:` diagnostic writes the header only)
+            let out = match frame_bytes {
+                true => &*pkt,
+                false => pkt.get(..hl).unwrap_or_default(),
+            };
+            let written = if COMPARE && out.len() > hl {
+                stats.header_compared.inc();
+                write_unless_equal(mem, s.addr, out, hl)
+            } else {
+                mem.write(s.addr, out).is_ok()
+            };
+            if !written {
+                // (pop_batch checked the buffer; memory does not
+                // shrink under us) complete it empty, keep the frame
+                q.add_used(mem, s.used_ref(), 0)?;
+                stats.bad_chains.inc();
+                *rx_pending = n;
+                break;
+            }
+            q.add_used(mem, s.used_ref(), u32::try_from(n).unwrap_or(u32::MAX))?;
+            *delivered = delivered.saturating_add(1);
+            stats.packets.inc();
+            stats.bytes.add_n(n.saturating_sub(hl) as u64);
+            if hdr::is_gso(pkt) {
+                stats.gso_packets.inc();
+            }
+        }
+        Ok((kept, idle, too_big))
     }
 
     /// Writes one packet into as many RX chains as it needs (one unless
