@@ -275,11 +275,6 @@ impl QueuePair {
         self.notify = notify;
     }
 
-    /// How RX headers are written now.
-    pub fn rx_header(&self) -> HeaderWrite {
-        self.rx_header
-    }
-
     /// Sets how RX headers are written (the worker's tuner, tests).
     pub fn set_rx_header(&mut self, way: HeaderWrite) {
         self.rx_header = way;
