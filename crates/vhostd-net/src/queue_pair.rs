@@ -592,20 +592,17 @@ impl QueuePair {
                 // on lines the driver read last: taken for writing now,
                 // their ownership transfers overlap the copies.
                 q.prefetch_used(mem, RX_USED_AHEAD);
-                let (kept, idle, too_big) = {
-                    let args = (&self.rx_batch, &mut self.rx_pending, self.backend.as_mut());
-                    let (batch, pending, backend) = args;
-                    let (buf, fb) = (&mut self.rx_buf, self.frame_bytes);
-                    let (u, d) = (&mut used, &mut delivered);
-                    if compare {
-                        Self::rx_group::<true>(
-                            q, mem, stats, batch, pending, backend, buf, fb, hl, u, d,
-                        )?
-                    } else {
-                        Self::rx_group::<false>(
-                            q, mem, stats, batch, pending, backend, buf, fb, hl, u, d,
-                        )?
-                    }
+                let (batch, pending) = (&self.rx_batch, &mut self.rx_pending);
+                let (backend, buf) = (self.backend.as_mut(), &mut self.rx_buf);
+                let (fb, u, d) = (self.frame_bytes, &mut used, &mut delivered);
+                let (kept, idle, too_big) = if compare {
+                    Self::rx_group::<true>(
+                        q, mem, stats, batch, pending, backend, buf, fb, hl, u, d,
+                    )?
+                } else {
+                    Self::rx_group::<false>(
+                        q, mem, stats, batch, pending, backend, buf, fb, hl, u, d,
+                    )?
                 };
                 if kept < RX_GROUP {
                     q.unpop_batch(RX_GROUP.saturating_sub(kept));

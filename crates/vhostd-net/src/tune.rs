@@ -50,9 +50,10 @@ pub const MIN_GAIN_PERMILLE: u64 = 1080;
 pub const MIN_PAIR_WINS: u32 = 6;
 
 /// How the RX path writes a frame's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HeaderWrite {
     /// Header and frame in one copy.
+    #[default]
     Write,
     /// Header bytes read first and written only if they differ.
     Compare,
@@ -74,7 +75,7 @@ enum State {
 
 /// Alternates [`HeaderWrite`] ways in epochs and keeps the one that moves
 /// more frames. Fed the queue's running count of delivered frames.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct HeaderTuner {
     state: Option<State>,
     way: HeaderWrite,
@@ -96,26 +97,6 @@ pub struct HeaderTuner {
     /// Decisions for Compare so far (observability).
     chosen_compare: u64,
     probes: u64,
-}
-
-impl Default for HeaderTuner {
-    fn default() -> Self {
-        HeaderTuner {
-            state: None,
-            way: HeaderWrite::Write,
-            mark: 0,
-            write_frames: None,
-            pairs: 0,
-            wins: 0,
-            write_sum: 0,
-            write_epochs: 0,
-            compare_sum: 0,
-            compare_epochs: 0,
-            reference: 0,
-            chosen_compare: 0,
-            probes: 0,
-        }
-    }
 }
 
 impl HeaderTuner {
