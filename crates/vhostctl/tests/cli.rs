@@ -14,7 +14,15 @@ const VHOSTCTL: &str = env!("CARGO_BIN_EXE_vhostctl");
 
 struct Rig {
     ctl: PathBuf,
+    dir: PathBuf,
     _guest: FakeGuest,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        // the socket's directory goes with the test (it was left in /tmp)
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn rig(tag: &str) -> Rig {
@@ -35,7 +43,11 @@ fn rig(tag: &str) -> Rig {
     f[12] = 8;
     g.send(0, &f);
     assert_eq!(g.recv_n(0, 1, Duration::from_secs(5)).len(), 1);
-    Rig { ctl, _guest: g }
+    Rig {
+        ctl,
+        dir,
+        _guest: g,
+    }
 }
 
 fn ctl(r: &Rig, args: &[&str]) -> (bool, String) {
