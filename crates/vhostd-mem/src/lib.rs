@@ -408,6 +408,22 @@ impl GuestMem {
             })
     }
 
+    /// The `N` bytes at guest address `addr`, by value: a copy of known
+    /// size, which compiles to plain loads (a header compared in place
+    /// needs no memmove and memcmp calls).
+    #[inline]
+    pub fn read_array<const N: usize>(&self, addr: u64) -> Result<[u8; N], MemError> {
+        let mut b = [0u8; N];
+        if let Some((m, off)) = self.region_for(addr, N) {
+            if let Ok(s) = m.get_slice(off, N) {
+                if sys::read_guest(&s, &mut b) {
+                    return Ok(b);
+                }
+            }
+        }
+        self.read(addr, &mut b).map(|()| b)
+    }
+
     /// Copies `buf` to guest address `addr`.
     #[inline]
     pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {

@@ -66,6 +66,36 @@ fn test_mem_range_spanning_contiguous_regions_ok_gap_rejected() {
 }
 
 #[test]
+fn test_mem_read_array_fast_path_across_regions_and_bounds() {
+    let m = GuestMem::from_specs(vec![
+        spec(0, 0x1000, 0x10000, memfd(0x1000)),
+        spec(0x1000, 0x1000, 0x20000, memfd(0x1000)),
+        spec(0x3000, 0x1000, 0x30000, memfd(0x1000)),
+    ])
+    .unwrap();
+    let bytes: Vec<u8> = (1..=12).collect();
+    // inside one region (the fast path) and across the contiguous two
+    for addr in [0x10, 0xff4, 0xffa, 0x1ff4] {
+        m.write(addr, &bytes).unwrap();
+        assert_eq!(
+            m.read_array::<12>(addr).unwrap().as_slice(),
+            &bytes[..],
+            "{addr:#x}"
+        );
+        assert_eq!(
+            m.read_array::<10>(addr).unwrap().as_slice(),
+            &bytes[..10],
+            "{addr:#x}"
+        );
+    }
+    // into the gap, past the end, wrapping: errors, never a partial read
+    assert!(m.read_array::<12>(0x1ff8).is_err());
+    assert!(m.read_array::<12>(0x3ffa).is_err());
+    assert!(m.read_array::<12>(u64::MAX - 4).is_err());
+    assert_eq!(m.read_array::<0>(0x10).unwrap(), [0u8; 0]);
+}
+
+#[test]
 fn test_mem_zero_size_region_rejected() {
     let r = GuestMem::from_specs(vec![spec(0, 0, 0, memfd(0x1000))]);
     assert!(matches!(r, Err(MemError::InvalidRegion { .. })));

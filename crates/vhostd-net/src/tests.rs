@@ -938,37 +938,47 @@ fn test_qp_rx_header_compare_delivers_what_write_delivers() {
     // hold those bytes already. Buffers are reused lap after lap here, so
     // frames meet a buffer holding the same header (not written), another
     // one (gso_size bytes vary every third frame: written), or, first
-    // time round, zeros. The guest must read the same bytes either way.
-    for packed in [false, true] {
-        let mut compared = Vec::new();
-        for way in [HeaderWrite::Write, HeaderWrite::Compare] {
-            let mut be = FakeBackend::default();
-            let mut sent = Vec::new();
-            for k in 0..200usize {
-                let mut f = frame(60 + k % 5, k as u8);
-                f[4] = if k % 3 == 0 { (k / 3) as u8 | 1 } else { 0 };
-                sent.push(f.clone());
-                be.inbound.push_back(f);
+    // time round, zeros. The guest must read the same bytes either way,
+    // with the 12-byte header (VERSION_1) and the legacy 10-byte one.
+    for (features, hl) in [(V1 | MRG, 12usize), (0, 10)] {
+        for packed in [false, true] {
+            let mut compared = Vec::new();
+            for way in [HeaderWrite::Write, HeaderWrite::Compare] {
+                let mut be = FakeBackend::default();
+                let mut sent = Vec::new();
+                for k in 0..200usize {
+                    let mut f = frame(60 + k % 5, k as u8);
+                    f.drain(hl..12);
+                    f[4] = if k % 3 == 0 { (k / 3) as u8 | 1 } else { 0 };
+                    sent.push(f.clone());
+                    be.inbound.push_back(f);
+                }
+                let mut r = rig_layout(features, Box::new(be), 64, 2048, packed);
+                r.qp.set_rx_header(way);
+                let mut st = QueueStats::default();
+                let mut got = Vec::new();
+                for _ in 0..20 {
+                    r.rx.post_rx(16, 2048);
+                    r.qp.process_rx(&r.m.mem, &mut st).unwrap();
+                    got.extend(rx_frames(&mut r));
+                }
+                let at = format!("hl {hl} packed {packed} {way:?}");
+                assert_eq!(got.len(), sent.len(), "{at}");
+                for (k, (g, f)) in got.iter().zip(&sent).enumerate() {
+                    if hl == 12 {
+                        // num_buffers is the device's: 1
+                        assert_eq!(
+                            (&g[..10], &g[10..12], &g[12..]),
+                            (&f[..10], &[1u8, 0][..], &f[12..]),
+                            "{at} frame {k}"
+                        );
+                    } else {
+                        assert_eq!(g, f, "{at} frame {k}");
+                    }
+                }
+                compared.push(st.header_compared);
             }
-            let mut r = rig_layout(V1 | MRG, Box::new(be), 64, 2048, packed);
-            r.qp.set_rx_header(way);
-            let mut st = QueueStats::default();
-            let mut got = Vec::new();
-            for _ in 0..20 {
-                r.rx.post_rx(16, 2048);
-                r.qp.process_rx(&r.m.mem, &mut st).unwrap();
-                got.extend(rx_frames(&mut r));
-            }
-            assert_eq!(got.len(), sent.len(), "packed {packed} {way:?}");
-            for (k, (g, f)) in got.iter().zip(&sent).enumerate() {
-                assert_eq!(
-                    (&g[..10], &g[10..12], &g[12..]),
-                    (&f[..10], &[1u8, 0][..], &f[12..]),
-                    "packed {packed} {way:?} frame {k}"
-                );
-            }
-            compared.push(st.header_compared);
+            assert_eq!(compared, vec![0, 200], "hl {hl} packed {packed}");
         }
-        assert_eq!(compared, vec![0, 200], "packed {packed}");
     }
 }
