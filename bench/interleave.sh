@@ -20,6 +20,12 @@
 # DPDK net_vhost (port 1); B=vhostd:PATH makes side B another vhostd binary
 # (an A/B of two builds). Env: RING=split|packed INORDER=0 MRG=1 PERIOD=0.5
 # (s) ROUNDS=20 (A/B pairs after WARM=4 periods) VHOSTD_ARGS="--mode poll".
+# CEILING=1 runs side A with --backend ceiling:KIND (rings and headers only,
+# no frame bytes copied: never a vhostd figure): A/B is then ceiling/DPDK,
+# about the highest vhostd/DPDK reachable with this front-end in the cell
+# (with B=vhostd:PATH, ceiling/vhostd: what the frame copies cost).
+# The vhostd sides also report the share of RX frames whose header was
+# compared rather than written (the RX header tuner's choice).
 #
 # Output: per period the active side and its rate; then the median over
 # periods of A / (mean of the B periods either side), the 10th-90th
@@ -46,6 +52,7 @@ case $PATH_ in
     h2g) BE=source:$SIZE FWD=txonly CMDS="set fwd rxonly\nstart\n" RATE=Rx-pps ;;
     *) echo "usage: $0 g2h|h2g|loop [SIZE]"; exit 1 ;;
 esac
+[ "${CEILING:-0}" = 1 ] && ABE=ceiling:$BE || ABE=$BE
 command -v dpdk-testpmd >/dev/null || { echo "dpdk-testpmd missing (scripts/setup.sh)"; exit 1; }
 [ -x "$VHOSTD" ] || cargo build --release -q -p vhostd-daemon || exit 1
 W=$(mktemp -d /tmp/vhostd-interleave.XXXXXX)
@@ -63,8 +70,8 @@ trap cleanup EXIT
 T=$(awk -v r="$ROUNDS" -v w="$WARM" -v p="$PERIOD" 'BEGIN{printf "%d", (2 * r + w + 2) * p + 90}')
 
 # side A: vhostd (port 0)
-taskset -c 1 timeout -k 3 "$T" "$VHOSTD" --socket-path "$W/a.sock" --backend "$BE" --name il-a \
-    $VHOSTD_ARGS </dev/null >"$W/a.log" 2>&1 &
+taskset -c 1 timeout -k 3 "$T" "$VHOSTD" --socket-path "$W/a.sock" --backend "$ABE" --name il-a \
+    --control-socket "$W/a.ctl" $VHOSTD_ARGS </dev/null >"$W/a.log" 2>&1 &
 APID=$!
 # side B: DPDK net_vhost, or a second vhostd (port 1)
 if [ "$B" = dpdk ]; then
@@ -74,7 +81,7 @@ if [ "$B" = dpdk ]; then
         --stats-period=3600 </dev/null >"$W/b.log" 2>&1 &
 else
     taskset -c 1 timeout -k 3 "$T" "${B#vhostd:}" --socket-path "$W/b.sock" --backend "$BE" --name il-b \
-        $VHOSTD_ARGS </dev/null >"$W/b.log" 2>&1 &
+        --control-socket "$W/b.ctl" $VHOSTD_ARGS </dev/null >"$W/b.log" 2>&1 &
 fi
 BPID=$!
 for _ in $(seq 150); do [ -S "$W/a.sock" ] && [ -S "$W/b.sock" ] && break; sleep 0.1; done
@@ -107,13 +114,20 @@ for i in $(seq 0 "$N"); do
     printf 'show port stats all\n' >&3
     sleep "$PERIOD"
 done
+# the vhostd sides' own counters, taken while they still run
+CTL=target/release/vhostctl
+for s in a b; do
+    kill -CONT "$APID" "$BPID" 2>/dev/null
+    [ -x "$CTL" ] && [ -S "$W/$s.ctl" ] &&
+        timeout 5 "$CTL" --control-socket "$W/$s.ctl" stats --json >"$W/$s-stats.json" 2>/dev/null
+done
 printf 'show port stats all\nstop\nquit\n' >&3
 exec 3>&-
 for _ in $(seq 100); do kill -0 "$FPID" 2>/dev/null || break; sleep 0.1; done
 kill -CONT "$APID" "$BPID" 2>/dev/null
 R1=$(rtt)
 
-echo "== interleave $PATH_ $SIZE B $RING (in_order=$INORDER mrg=$MRG): A vhostd ($VHOSTD), B $B;" \
+echo "== interleave $PATH_ $SIZE B $RING (in_order=$INORDER mrg=$MRG): A vhostd ($VHOSTD, $ABE), B $B;" \
     "$ROUNDS rounds of ${PERIOD}s; line round trip ${R0:--} / ${R1:--} ns"
 python3 - "$W/f.log" "$RATE" "$WARM" <<'PY'
 import re, statistics as st, sys
@@ -154,3 +168,16 @@ q = st.quantiles(ratios, n=10) if len(ratios) > 1 else [ratios[0]] * 9
 print("A/B median %.3f (10-90 %%: %.3f-%.3f, %d periods); A median %.2f Mpps, B median %.2f Mpps"
       % (st.median(ratios), q[0], q[-1], len(ratios), st.median(a), st.median(b)))
 PY
+# how each vhostd side wrote the RX headers (the tuner's choice, RX_HEADER):
+# the share of RX frames whose header was compared, not written
+for s in a b; do
+    [ -s "$W/$s-stats.json" ] && python3 - "$W/$s-stats.json" "$s" <<'PY'
+import json, sys
+v = json.load(open(sys.argv[1]))
+rx = [q for p in v["ports"] for q in p["queues"] if q.get("name", "").startswith("rx")]
+pk = sum(q.get("packets", 0) for q in rx)
+hc = sum(q.get("header_compared", 0) for q in rx)
+if pk:
+    print("%s: %d RX frames, header compared for %.1f %%" % (sys.argv[2].upper(), pk, 100.0 * hc / pk))
+PY
+done
