@@ -687,7 +687,7 @@ impl QueuePair {
         let mut too_big = false;
         let mut err = None;
         let (mut frames, mut bytes, mut gso, mut bad, mut compared) =
-            (0u64, 0u64, 0u64, 0u64, 0u64);
+            (0usize, 0u64, 0u64, 0u64, 0u64);
         // the frame already waiting, if any; then the back-end's next ones
         let mut waiting = std::mem::take(rx_pending);
         for s in batch.iter() {
@@ -744,8 +744,8 @@ impl QueuePair {
             }
         }
         *used = used.saturating_add(kept);
-        *delivered = delivered.saturating_add(frames as usize);
-        stats.packets.add_n(frames);
+        *delivered = delivered.saturating_add(frames);
+        stats.packets.add_n(frames as u64);
         stats.bytes.add_n(bytes);
         stats.gso_packets.add_n(gso);
         stats.bad_chains.add_n(bad);
