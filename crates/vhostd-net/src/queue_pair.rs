@@ -704,12 +704,15 @@ impl QueuePair {
         let mut kept = 0usize;
         let mut idle = false;
         let mut too_big = false;
-        let mut err = None;
+        let mut err: Option<QueueError> = None;
         let (mut frames, mut bytes, mut gso, mut bad, mut compared) =
             (0usize, 0u64, 0u64, 0u64, 0u64);
         // the frame already waiting, if any; then the back-end's next ones
         let mut waiting = std::mem::take(rx_pending);
-        for s in batch.iter() {
+        // used lengths, completed after the group's copies: the used
+        // entries' stores then do not sit between two frames' copies
+        let mut lens = [0u32; RX_GROUP];
+        for (s, len) in batch.iter().zip(lens.iter_mut()) {
             let n = match std::mem::take(&mut waiting) {
                 0 => match next_frame(backend, rx_buf, hl, stats) {
                     Some(n) => n,
@@ -749,17 +752,19 @@ impl QueuePair {
                 // shrink under us) complete it empty, keep the frame
                 bad = bad.saturating_add(1);
                 *rx_pending = n;
-                err = q.add_used(mem, s.used_ref(), 0).err();
                 break;
             }
-            if let Err(e) = q.add_used(mem, s.used_ref(), u32::try_from(n).unwrap_or(u32::MAX)) {
-                err = Some(e);
-                break;
-            }
+            *len = u32::try_from(n).unwrap_or(u32::MAX);
             frames = frames.saturating_add(1);
             bytes = bytes.saturating_add(n.saturating_sub(hl) as u64);
             if hdr::is_gso(pkt) {
                 gso = gso.saturating_add(1);
+            }
+        }
+        for (s, &len) in batch.iter().zip(lens.iter()).take(kept) {
+            if let Err(e) = q.add_used(mem, s.used_ref(), len) {
+                err = Some(e);
+                break;
             }
         }
         *used = used.saturating_add(kept);
