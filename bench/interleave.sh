@@ -168,10 +168,12 @@ q = st.quantiles(ratios, n=10) if len(ratios) > 1 else [ratios[0]] * 9
 print("A/B median %.3f (10-90 %%: %.3f-%.3f, %d periods); A median %.2f Mpps, B median %.2f Mpps"
       % (st.median(ratios), q[0], q[-1], len(ratios), st.median(a), st.median(b)))
 PY
+RC=$?
 # how each vhostd side wrote the RX headers (the tuner's choice, RX_HEADER):
 # the share of RX frames whose header was compared, not written
 for s in a b; do
-    [ -s "$W/$s-stats.json" ] && python3 - "$W/$s-stats.json" "$s" <<'PY'
+    [ -s "$W/$s-stats.json" ] || continue
+    python3 - "$W/$s-stats.json" "$s" <<'PY'
 import json, sys
 v = json.load(open(sys.argv[1]))
 rx = [q for p in v["ports"] for q in p["queues"] if q.get("name", "").startswith("rx")]
@@ -181,3 +183,4 @@ if pk:
     print("%s: %d RX frames, header compared for %.1f %%" % (sys.argv[2].upper(), pk, 100.0 * hc / pk))
 PY
 done
+exit $RC
