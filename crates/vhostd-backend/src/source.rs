@@ -15,9 +15,9 @@ pub const MIN_SOURCE_LEN: usize = 14;
 /// Through [`Backend::recv_owned`] the frame is written into the caller's
 /// buffer once: while the caller hands back the same buffer (the queue
 /// pair's RX buffer, whose frame bytes it leaves alone), only the header is
-/// written again, and only where it differs, as a NIC or TAP back-end would fill a host buffer once
-/// per frame and a benchmark generator (DPDK's `txonly`) writes headers
-/// only. The copy that counts, host buffer -> guest buffer, stays in full.
+/// written again, and only where it differs, as a NIC or TAP back-end
+/// would fill a host buffer once per frame and a benchmark generator
+/// (DPDK's `txonly`) writes headers only. The copy that counts, host buffer -> guest buffer, stays in full.
 /// A caller that changed frame bytes in that buffer, or freed it and got
 /// another at the same address, would hand out stale bytes: the queue pair
 /// does neither (its test `test_qp_source_frames_arrive_whole_pass_after_pass`).

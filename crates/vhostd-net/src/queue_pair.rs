@@ -196,6 +196,13 @@ fn holds<const N: usize>(mem: &GuestMem, addr: u64, want: &[u8]) -> bool {
     }
 }
 
+/// Adds a TX batch's sent frames to the queue's counters.
+fn count_sent(stats: &mut QueueStats, frames: u64, bytes: u64, gso: u64) {
+    stats.packets.add_n(frames);
+    stats.bytes.add_n(bytes);
+    stats.gso_packets.add_n(gso);
+}
+
 /// A TX frame the back-end took: its payload bytes and whether it was GSO.
 #[derive(Clone, Copy)]
 struct Sent {
@@ -414,28 +421,29 @@ impl QueuePair {
                         prefetch_frame(mem, a, l);
                     }
                     let backend = self.backend.as_mut();
-                    let out = if single {
+                    let (out, completed) = if single {
                         let (b, cfg) = (&mut self.tx_buf, &self.cfg);
                         let out = match self.frame_bytes {
                             true => Self::tx_plain::<true>(s, mem, b, backend, cfg, stats),
                             false => Self::tx_plain::<false>(s, mem, b, backend, cfg, stats),
                         };
-                        q.add_used_read(mem, s.used_ref())?;
-                        out
+                        (out, q.add_used_read(mem, s.used_ref()))
                     } else {
                         let out = Self::tx_one(c, mem, &mut self.tx_buf, backend, &self.cfg, stats);
-                        q.add_used_read(mem, c.used_ref())?;
-                        out
+                        (out, q.add_used_read(mem, c.used_ref()))
                     };
                     if let Some(o) = out {
                         sent = sent.saturating_add(1);
                         bytes = bytes.saturating_add(o.bytes);
                         gso = gso.saturating_add(u64::from(o.gso));
                     }
+                    if let Err(e) = completed {
+                        // a ring error stops the queue: what was sent counts
+                        count_sent(stats, sent, bytes, gso);
+                        return Err(e);
+                    }
                 }
-                stats.packets.add_n(sent);
-                stats.bytes.add_n(bytes);
-                stats.gso_packets.add_n(gso);
+                count_sent(stats, sent, bytes, gso);
                 done = done.saturating_add(n);
                 if n == want && done < BURST {
                     // this batch's completions to the driver now
