@@ -712,7 +712,6 @@ impl QueuePair {
         let mut kept = 0usize;
         let mut idle = false;
         let mut too_big = false;
-        let mut err: Option<QueueError> = None;
         let (mut frames, mut bytes, mut gso, mut bad, mut compared) =
             (0usize, 0u64, 0u64, 0u64, 0u64);
         // the frame already waiting, if any; then the back-end's next ones
@@ -769,12 +768,7 @@ impl QueuePair {
                 gso = gso.saturating_add(1);
             }
         }
-        for (s, &len) in batch.iter().zip(lens.iter()).take(kept) {
-            if let Err(e) = q.add_used(mem, s.used_ref(), len) {
-                err = Some(e);
-                break;
-            }
-        }
+        let completed = q.add_used_singles(mem, batch.get(..kept).unwrap_or_default(), &lens);
         *used = used.saturating_add(kept);
         *delivered = delivered.saturating_add(frames);
         stats.packets.add_n(frames as u64);
@@ -782,10 +776,7 @@ impl QueuePair {
         stats.gso_packets.add_n(gso);
         stats.bad_chains.add_n(bad);
         stats.header_compared.add_n(compared);
-        match err {
-            Some(e) => Err(e),
-            None => Ok((kept, idle, too_big)),
-        }
+        completed.map(|()| (kept, idle, too_big))
     }
 
     /// Writes one packet into as many RX chains as it needs (one unless

@@ -479,6 +479,24 @@ impl PackedQueue {
         self.write_used(mem, pos, id, len)
     }
 
+    /// Completes one-descriptor chains in the order taken, `lens[i]` bytes
+    /// written to `singles[i]` (the shorter of the two sets the count): as
+    /// [`PackedQueue::add_used`] each with `descs` 1.
+    pub fn add_used_singles(
+        &mut self,
+        mem: &GuestMem,
+        singles: &[Single],
+        lens: &[u32],
+    ) -> Result<(), QueueError> {
+        self.flush_batch(mem)?;
+        for (s, &len) in singles.iter().zip(lens.iter()) {
+            let pos = self.used;
+            self.used = self.advance(pos, 1);
+            self.write_used(mem, pos, s.id, len)?;
+        }
+        Ok(())
+    }
+
     /// Completes a chain the device only read (TX: nothing written). With
     /// IN_ORDER, a run of these becomes one used descriptor carrying the
     /// last buffer id (§2.8.9); the driver skips the rest.

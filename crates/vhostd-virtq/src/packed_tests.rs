@@ -499,18 +499,33 @@ fn test_packed_pop_batch_takes_what_pop_takes_over_many_wraps() {
         );
         // nothing more: a second batch finds nothing available
         assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap());
+        // completed as a group (add_used_singles, odd rounds; lengths
+        // 8..=11) or one by one: the driver sees the same either way
+        let lens: Vec<u32> = (8..8 + BATCH as u32).collect();
         for (k, s) in batch.iter().enumerate() {
-            m.mem.write(s.addr, &[k as u8; 8]).unwrap();
-            q.add_used(&m.mem, s.id, 1, 8).unwrap();
+            m.mem
+                .write(s.addr, &[k as u8; 12][..lens[k] as usize])
+                .unwrap();
+            if round % 2 == 0 {
+                q.add_used(&m.mem, s.id, 1, lens[k]).unwrap();
+            }
+        }
+        if round % 2 == 1 {
+            q.add_used_singles(&m.mem, &batch, &lens).unwrap();
         }
         q.publish_used(&m.mem).unwrap();
         let used = drv.used();
         assert_eq!(
-            used.iter().map(|u| u.0).collect::<Vec<_>>(),
-            batch.iter().map(|s| s.id).collect::<Vec<_>>()
+            used,
+            batch
+                .iter()
+                .map(|s| s.id)
+                .zip(lens.iter().copied())
+                .collect::<Vec<_>>(),
+            "round {round}"
         );
         for (k, (id, l)) in used.into_iter().enumerate() {
-            assert_eq!(drv.take_rx(id, l), vec![k as u8; 8]);
+            assert_eq!(drv.take_rx(id, l), vec![k as u8; lens[k] as usize]);
         }
         for s in &batch {
             q2.add_used(&m2.mem, s.id, 1, 0).unwrap();

@@ -117,6 +117,22 @@ impl Queue {
         }
     }
 
+    /// Completes `singles` (one-descriptor chains from `pop_batch`, in the
+    /// order taken) with `lens` bytes written each (published later): as
+    /// many [`Queue::add_used`] calls, the queue's own state stored once.
+    #[inline]
+    pub fn add_used_singles(
+        &mut self,
+        mem: &GuestMem,
+        singles: &[Single],
+        lens: &[u32],
+    ) -> Result<(), QueueError> {
+        match self {
+            Queue::Split(q) => q.add_used_singles(mem, singles, lens),
+            Queue::Packed(q) => q.add_used_singles(mem, singles, lens),
+        }
+    }
+
     /// Completes a chain the device only read (TX). With IN_ORDER, runs
     /// of these are written as one used element (split) or descriptor
     /// (packed).

@@ -415,6 +415,26 @@ impl SplitQueue {
         Ok(())
     }
 
+    /// Completes one-descriptor chains in the order taken, `lens[i]` bytes
+    /// written to `singles[i]` (the shorter of the two sets the count):
+    /// [`SplitQueue::add_used`] each, `next_used` stored once.
+    pub fn add_used_singles(
+        &mut self,
+        mem: &GuestMem,
+        singles: &[Single],
+        lens: &[u32],
+    ) -> Result<(), QueueError> {
+        self.flush_batch(mem)?;
+        let mut idx = self.next_used;
+        let out = singles.iter().zip(lens.iter()).try_for_each(|(s, &len)| {
+            self.write_elem(mem, idx, s.id, len)?;
+            idx += Wrapping(1);
+            Ok(())
+        });
+        self.next_used = idx;
+        out
+    }
+
     /// Completes a chain the device only read (TX: nothing written). With
     /// IN_ORDER, a run of these becomes one used element at the run's first
     /// slot carrying the last chain's head (virtio 1.2 §2.7.9); the driver

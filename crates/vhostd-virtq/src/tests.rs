@@ -738,15 +738,28 @@ fn test_split_pop_batch_takes_what_pop_takes_across_index_wraps() {
         assert!(!q.pop_batch(&m.mem, true, &mut batch).unwrap());
         let last = split_singles(&mut q, &m, 1);
         assert_eq!(last, split_singles(&mut q2, &m2, 1));
-        for s in batch.iter().chain(&last) {
+        // q completes the batch as a group (add_used_singles), q2 one by
+        // one; lengths differ per chain: the drivers see the same entries
+        let lens: Vec<u32> = (0..BATCH as u32).map(|k| 8 + k + round).collect();
+        q.add_used_singles(&m.mem, &batch, &lens).unwrap();
+        for (s, &l) in batch.iter().zip(&lens) {
+            q2.add_used(&m2.mem, s.id, l).unwrap();
+        }
+        for s in &last {
             q.add_used(&m.mem, s.id, 8).unwrap();
             q2.add_used(&m2.mem, s.id, 8).unwrap();
         }
         q.publish_used(&m.mem).unwrap();
         q2.publish_used(&m2.mem).unwrap();
-        for (d, u) in [(&mut drv, 0), (&mut drv2, 1)] {
-            let used = d.used();
-            assert_eq!(used.len(), 5, "driver {u}");
+        let (used, used2) = (drv.used(), drv2.used());
+        assert_eq!(used.len(), 5, "round {round}");
+        assert_eq!(used, used2, "round {round}");
+        assert_eq!(
+            used[..BATCH].iter().map(|u| u.1).collect::<Vec<_>>(),
+            lens,
+            "round {round}"
+        );
+        for (d, used) in [(&mut drv, used), (&mut drv2, used2)] {
             for (id, l) in used {
                 d.take_rx(id, l);
             }
