@@ -127,10 +127,7 @@ impl Queue {
         singles: &[Single],
         lens: &[u32],
     ) -> Result<(), QueueError> {
-        match self {
-            Queue::Split(q) => q.add_used_singles(mem, singles, lens),
-            Queue::Packed(q) => q.add_used_singles(mem, singles, lens),
-        }
+        each!(self, q => q.add_used_singles(mem, singles, lens))
     }
 
     /// Completes a chain the device only read (TX). With IN_ORDER, runs
