@@ -169,6 +169,47 @@ print("A/B median %.3f (10-90 %%: %.3f-%.3f, %d periods); A median %.2f Mpps, B 
       % (st.median(ratios), q[0], q[-1], len(ratios), st.median(a), st.median(b)))
 PY
 RC=$?
+# loop: how many frames each port's loop carries. `start tx_first 32` sends
+# 1024 per port; what the rings cannot hold is dropped, at the front-end's
+# TX (vhostd takes frames at its pace) or in DPDK's back-end (it takes all
+# and drops what the RX ring cannot take, ~768, in its own counters). Both
+# loops then run with about a ring's worth (~256 frames) in flight, which
+# bounds the rate once neither core is saturated.
+if [ "$PATH_" = loop ]; then
+    if [ "$B" = dpdk ]; then
+        # DPDK's back-end prints its own counters when it exits
+        kill -TERM "$BPID" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$BPID" 2>/dev/null || break; sleep 0.1; done
+    fi
+    python3 - "$W/f.log" "$W/b.log" "$B" <<'PY'
+import re, sys
+
+def fwd_stats(path):
+    port, st = None, {}
+    for line in open(path, errors="replace"):
+        m = re.search(r"Forward statistics for port (\d+)", line)
+        if m or "Accumulated" in line:
+            port = int(m.group(1)) if m else None
+            continue
+        for k in ("RX-packets", "TX-packets", "TX-dropped"):
+            m = re.search(r"%s:\s+(\d+)" % k, line)
+            if m and port is not None:
+                st.setdefault(port, {})[k] = int(m.group(1))
+    return st
+
+st = fwd_stats(sys.argv[1])
+be = fwd_stats(sys.argv[2]).get(0, {}) if sys.argv[3] == "dpdk" else {}
+for p in sorted(st):
+    v = st[p]
+    if all(k in v for k in ("RX-packets", "TX-packets", "TX-dropped")):
+        extra = ""
+        if p == 1 and "TX-dropped" in be:
+            extra = "; DPDK's back-end dropped %d" % be["TX-dropped"]
+        print("%s loop: front-end sent %d, got back %d (%d not back: in flight or dropped by the"
+              " back-end), %d dropped at its TX%s" % ("AB"[p] if p < 2 else p, v["TX-packets"],
+              v["RX-packets"], v["TX-packets"] - v["RX-packets"], v["TX-dropped"], extra))
+PY
+fi
 # how each vhostd side wrote the RX headers (the tuner's choice, RX_HEADER):
 # the share of RX frames whose header was compared, not written
 for s in a b; do
