@@ -459,7 +459,7 @@ impl GuestMem {
 
     /// Reads a little-endian `u64` (one relaxed load when 8-byte aligned:
     /// descriptor halves without a memmove call).
-    #[inline]
+    #[inline(always)]
     pub fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
         if addr.is_multiple_of(8) {
             if let Some((m, off)) = self.region_for(addr, 8) {
@@ -468,13 +468,22 @@ impl GuestMem {
                 }
             }
         }
+        self.read_u64_slow(addr)
+    }
+
+    /// [`GuestMem::read_u64`] off its fast path (unaligned, across
+    /// regions, out of bounds): kept out of line, so the fast path inlines
+    /// into the ring code small.
+    #[cold]
+    #[inline(never)]
+    fn read_u64_slow(&self, addr: u64) -> Result<u64, MemError> {
         let mut b = [0u8; 8];
         self.read(addr, &mut b)?;
         Ok(u64::from_le_bytes(b))
     }
 
     /// Writes a little-endian `u64` (one relaxed store when aligned).
-    #[inline]
+    #[inline(always)]
     pub fn write_u64(&self, addr: u64, v: u64) -> Result<(), MemError> {
         if addr.is_multiple_of(8) {
             if let Some((m, off)) = self.region_for(addr, 8) {
@@ -483,6 +492,13 @@ impl GuestMem {
                 }
             }
         }
+        self.write_u64_slow(addr, v)
+    }
+
+    /// [`GuestMem::write_u64`] off its fast path, out of line.
+    #[cold]
+    #[inline(never)]
+    fn write_u64_slow(&self, addr: u64, v: u64) -> Result<(), MemError> {
         self.write(addr, &v.to_le_bytes())
     }
 
@@ -492,8 +508,12 @@ impl GuestMem {
     }
 
     /// Atomic load of an aligned little-endian `T` (one region lookup on the
-    /// fast path, vm-memory's generic path across regions).
-    #[inline]
+    /// fast path, vm-memory's generic path across regions). Always inlined
+    /// (the ring code's descriptor and index loads): out of line, each call
+    /// saved five registers and returned its 24-byte `Result` through the
+    /// stack, seven stores per load waiting in order behind the frame
+    /// copies' (see docs/PERFORMANCE.md, stores per frame).
+    #[inline(always)]
     fn load_le<T: vm_memory::AtomicAccess>(
         &self,
         addr: u64,
@@ -506,6 +526,19 @@ impl GuestMem {
                 return Ok(from_le(v));
             }
         }
+        self.load_le_slow(addr, order, from_le)
+    }
+
+    /// [`GuestMem::load_le`] off its fast path, out of line.
+    #[cold]
+    #[inline(never)]
+    fn load_le_slow<T: vm_memory::AtomicAccess>(
+        &self,
+        addr: u64,
+        order: Ordering,
+        from_le: fn(T) -> T,
+    ) -> Result<T, MemError> {
+        let len = std::mem::size_of::<T>();
         self.mem
             .load::<T>(GuestAddress(addr), order)
             .map(from_le)
@@ -516,26 +549,33 @@ impl GuestMem {
     }
 
     /// Atomic load of an aligned `u16` with the given ordering (ring indices).
-    #[inline]
+    #[inline(always)]
     pub fn load_u16(&self, addr: u64, order: Ordering) -> Result<u16, MemError> {
         self.load_le(addr, order, u16::from_le)
     }
 
     /// Atomic load of an aligned little-endian `u64` with the given ordering
     /// (a packed-ring descriptor's len/id/flags half in one access).
-    #[inline]
+    #[inline(always)]
     pub fn load_u64(&self, addr: u64, order: Ordering) -> Result<u64, MemError> {
         self.load_le(addr, order, u64::from_le)
     }
 
     /// Atomic store of an aligned `u16` with the given ordering (ring indices).
-    #[inline]
+    #[inline(always)]
     pub fn store_u16(&self, addr: u64, v: u16, order: Ordering) -> Result<(), MemError> {
         if let Some((m, off)) = self.region_for(addr, 2) {
             if m.store(v.to_le(), off, order).is_ok() {
                 return Ok(());
             }
         }
+        self.store_u16_slow(addr, v, order)
+    }
+
+    /// [`GuestMem::store_u16`] off its fast path, out of line.
+    #[cold]
+    #[inline(never)]
+    fn store_u16_slow(&self, addr: u64, v: u16, order: Ordering) -> Result<(), MemError> {
         self.mem
             .store(v.to_le(), GuestAddress(addr), order)
             .map_err(|_| MemError::OutOfBounds { addr, len: 2 })

@@ -216,6 +216,22 @@ fn test_mem_fast_path_agrees_with_region_layout() {
         "past the region end"
     );
     assert!(m.load_u64(0x2000, Ordering::Acquire).is_err());
+    // the out-of-line halves (read_u64_slow, write_u64_slow, store_u16_slow,
+    // load_le_slow): unaligned and region-spanning u64s go through them and
+    // still land where plain copies do; out of bounds fails
+    for addr in [0xffcu64, 0xffb, 0x10003] {
+        m.write_u64(addr, 0x1122_3344_5566_7788).unwrap();
+        let mut b = [0u8; 8];
+        m.read(addr, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7788, "at {addr:#x}");
+        assert_eq!(m.read_u64(addr).unwrap(), 0x1122_3344_5566_7788);
+    }
+    assert!(m.read_u64(0x1ffc).is_err(), "spanning into the gap");
+    assert!(m.write_u64(0x10ffc, 1).is_err(), "past the region end");
+    assert!(m.store_u16(0x2000, 1, Ordering::Release).is_err());
+    // a u16 across two contiguous regions: vm-memory's generic path
+    m.write_u16(0xfff, 0xa55a).unwrap();
+    assert_eq!(m.read_u16(0xfff).unwrap(), 0xa55a);
 }
 
 #[test]
