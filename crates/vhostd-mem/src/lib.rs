@@ -390,7 +390,9 @@ impl GuestMem {
     }
 
     /// Copies `buf.len()` bytes from guest address `addr` into `buf`.
-    #[inline]
+    /// (Always inlined, like the other accessors the data path calls per
+    /// frame: see [`GuestMem::load_le`].)
+    #[inline(always)]
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         if let Some((m, off)) = self.region_for(addr, buf.len()) {
             if let Ok(s) = m.get_slice(off, buf.len()) {
@@ -399,7 +401,14 @@ impl GuestMem {
                 }
             }
         }
-        // a range spanning regions (or not mapped at all)
+        self.read_slow(addr, buf)
+    }
+
+    /// [`GuestMem::read`] off its fast path, out of line: a range spanning
+    /// regions (or not mapped at all).
+    #[cold]
+    #[inline(never)]
+    fn read_slow(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         self.mem
             .read_slice(buf, GuestAddress(addr))
             .map_err(|_| MemError::OutOfBounds {
@@ -424,8 +433,9 @@ impl GuestMem {
         self.read(addr, &mut b).map(|()| b)
     }
 
-    /// Copies `buf` to guest address `addr`.
-    #[inline]
+    /// Copies `buf` to guest address `addr` (always inlined, as
+    /// [`GuestMem::read`]).
+    #[inline(always)]
     pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
         if let Some((m, off)) = self.region_for(addr, buf.len()) {
             if let Ok(s) = m.get_slice(off, buf.len()) {
@@ -434,6 +444,13 @@ impl GuestMem {
                 }
             }
         }
+        self.write_slow(addr, buf)
+    }
+
+    /// [`GuestMem::write`] off its fast path, out of line.
+    #[cold]
+    #[inline(never)]
+    fn write_slow(&self, addr: u64, buf: &[u8]) -> Result<(), MemError> {
         self.mem
             .write_slice(buf, GuestAddress(addr))
             .map_err(|_| MemError::OutOfBounds {
@@ -443,7 +460,7 @@ impl GuestMem {
     }
 
     /// Reads a little-endian `u16`.
-    #[inline]
+    #[inline(always)]
     pub fn read_u16(&self, addr: u64) -> Result<u16, MemError> {
         if addr.is_multiple_of(2) {
             if let Some((m, off)) = self.region_for(addr, 2) {
@@ -452,6 +469,13 @@ impl GuestMem {
                 }
             }
         }
+        self.read_u16_slow(addr)
+    }
+
+    /// [`GuestMem::read_u16`] off its fast path, out of line.
+    #[cold]
+    #[inline(never)]
+    fn read_u16_slow(&self, addr: u64) -> Result<u16, MemError> {
         let mut b = [0u8; 2];
         self.read(addr, &mut b)?;
         Ok(u16::from_le_bytes(b))
