@@ -172,7 +172,7 @@ fn set_one_buffer(pkt: &mut [u8]) {
 /// header only if the guest's buffer does not hold those bytes already
 /// ([`HeaderWrite::Compare`]). A guest changing its own buffer meanwhile
 /// only races itself: what it reads is its own bytes or ours.
-#[inline(never)]
+#[inline(always)]
 fn write_unless_equal(mem: &GuestMem, addr: u64, out: &[u8], hl: usize) -> bool {
     let (Some(h), Some(f)) = (out.get(..hl), out.get(hl..)) else {
         return false;
@@ -534,6 +534,7 @@ impl QueuePair {
     /// Validates the `n`-byte packet copied into `buf` and hands it to the
     /// back-end. Drops are counted in `stats`; what was sent is returned,
     /// for the caller to count once per batch (see [`Sent`]).
+    #[inline(always)]
     fn tx_send(
         n: usize,
         buf: &mut Vec<u8>,
