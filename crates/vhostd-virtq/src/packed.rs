@@ -418,6 +418,7 @@ impl PackedQueue {
         }
     }
 
+    #[inline(always)]
     fn write_used(&mut self, mem: &GuestMem, c: u32, id: u16, len: u32) -> Result<(), QueueError> {
         let slot = self.slot(c);
         let mut flags = if self.wrap(c) {
@@ -455,6 +456,7 @@ impl PackedQueue {
         Ok(())
     }
 
+    #[inline(always)]
     fn flush_batch(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
         if let Some(b) = self.batch.take() {
             self.write_used(mem, b.start, b.id, 0)?;
@@ -466,6 +468,7 @@ impl PackedQueue {
     /// with buffer id `id` and `len` bytes written (not yet visible: see
     /// [`PackedQueue::publish_used`]). Chains must be completed in the order
     /// they were popped (vhostd always does: it is what IN_ORDER promises).
+    #[inline(always)]
     pub fn add_used(
         &mut self,
         mem: &GuestMem,
@@ -500,6 +503,7 @@ impl PackedQueue {
     /// Completes a chain the device only read (TX: nothing written). With
     /// IN_ORDER, a run of these becomes one used descriptor carrying the
     /// last buffer id (§2.8.9); the driver skips the rest.
+    #[inline(always)]
     pub fn add_used_read(&mut self, mem: &GuestMem, id: u16, descs: u16) -> Result<(), QueueError> {
         if !self.in_order {
             return self.add_used(mem, id, descs, 0);

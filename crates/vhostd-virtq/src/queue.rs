@@ -133,7 +133,7 @@ impl Queue {
     /// Completes a chain the device only read (TX). With IN_ORDER, runs
     /// of these are written as one used element (split) or descriptor
     /// (packed).
-    #[inline]
+    #[inline(always)]
     pub fn add_used_read(&mut self, mem: &GuestMem, chain: UsedRef) -> Result<(), QueueError> {
         match self {
             Queue::Split(q) => q.add_used_read(mem, chain.id),

@@ -408,6 +408,7 @@ impl SplitQueue {
 
     /// Writes one used entry (not yet visible to the driver: see
     /// [`SplitQueue::publish_used`]).
+    #[inline(always)]
     pub fn add_used(&mut self, mem: &GuestMem, head: u16, len: u32) -> Result<(), QueueError> {
         self.flush_batch(mem)?;
         self.write_elem(mem, self.next_used, head, len)?;
@@ -440,6 +441,7 @@ impl SplitQueue {
     /// slot carrying the last chain's head (virtio 1.2 §2.7.9); the driver
     /// takes the chains before it as used too. DPDK's in-order TX cleanup
     /// reads only used.idx.
+    #[inline(always)]
     pub fn add_used_read(&mut self, mem: &GuestMem, head: u16) -> Result<(), QueueError> {
         if !self.in_order {
             return self.add_used(mem, head, 0);
@@ -452,6 +454,7 @@ impl SplitQueue {
         Ok(())
     }
 
+    #[inline(always)]
     fn flush_batch(&mut self, mem: &GuestMem) -> Result<(), QueueError> {
         match self.batch.take() {
             Some((slot, head)) => self.write_elem(mem, slot, head, 0),
@@ -459,6 +462,7 @@ impl SplitQueue {
         }
     }
 
+    #[inline(always)]
     fn write_elem(
         &self,
         mem: &GuestMem,
