@@ -254,13 +254,13 @@ mod tests {
         l.configure(12, Offloads::default()).unwrap();
         for round in 0..3 * LOOPBACK_SLOTS {
             let mut tx = vec![0u8; MAX_PACKET];
-            tx[26] = (round % 251) as u8;
+            tx[26] = u8::try_from(round % 251).unwrap();
             l.send_owned(&mut tx, 27).unwrap();
             assert_eq!(tx.len(), MAX_PACKET, "round {round}");
             let mut short = vec![0u8; 32];
             assert_eq!(l.recv_owned(&mut short).unwrap(), Some(27));
             assert_eq!(short.len(), MAX_PACKET);
-            assert_eq!(short[26], (round % 251) as u8);
+            assert_eq!(short[26], u8::try_from(round % 251).unwrap());
         }
         // an empty buffer handed in with a frame too long for it is refused
         let mut empty = Vec::new();
