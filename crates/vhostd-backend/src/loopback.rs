@@ -75,9 +75,7 @@ impl Loopback {
         let Some(slot) = self.tail_slot() else {
             return Err(BackendError::Busy);
         };
-        std::mem::swap(&mut slot.0, buf);
-        swap_macs(&mut slot.0, hl);
-        slot.1 = len;
+        swap_in(slot, buf, len, hl);
         self.push();
         Ok(())
     }
@@ -108,6 +106,15 @@ impl Loopback {
 #[inline(never)]
 fn allocate(buf: &mut Vec<u8>) {
     *buf = vec![0u8; MAX_PACKET];
+}
+
+/// Puts the caller's `len`-byte frame in `buf` into `slot`, the slot's
+/// buffer going to the caller, MACs swapped.
+#[inline(always)]
+fn swap_in(slot: &mut (Vec<u8>, usize), buf: &mut Vec<u8>, len: usize, hdr_len: usize) {
+    std::mem::swap(&mut slot.0, buf);
+    swap_macs(&mut slot.0, hdr_len);
+    slot.1 = len;
 }
 
 /// Swaps destination and source MAC of the frame after `hdr_len` bytes of
@@ -160,9 +167,7 @@ impl Backend for Loopback {
         let (hl, i) = (self.hdr_len, self.tail());
         match self.slots.get_mut(i) {
             Some(slot) if slot.0.len() >= MAX_PACKET => {
-                std::mem::swap(&mut slot.0, buf);
-                swap_macs(&mut slot.0, hl);
-                slot.1 = len;
+                swap_in(slot, buf, len, hl);
                 self.push();
                 Ok(())
             }

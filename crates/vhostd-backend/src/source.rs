@@ -69,9 +69,7 @@ impl Source {
         self.pkt = p;
         self.filled = None;
     }
-}
 
-impl Source {
     /// [`Backend::recv_owned`] into a buffer that does not hold the frame
     /// yet: the whole frame copied, out of line (once per buffer).
     #[cold]
