@@ -184,7 +184,9 @@ fn write_unless_equal(mem: &GuestMem, addr: u64, out: &[u8], hl: usize) -> bool 
         10 => holds::<10>(mem, addr, h),
         _ => false,
     };
-    (same || mem.write(addr, h).is_ok()) && mem.write(addr.wrapping_add(hl as u64), f).is_ok()
+    // (`f` is empty for the `ceiling:` diagnostic: the header only)
+    (same || mem.write(addr, h).is_ok())
+        && (f.is_empty() || mem.write(addr.wrapping_add(hl as u64), f).is_ok())
 }
 
 /// Whether the guest's `N` bytes at `addr` are `want` (false if unreadable).
@@ -744,12 +746,13 @@ impl QueuePair {
                 set_one_buffer(pkt);
             }
             kept = kept.saturating_add(1);
-            // (the `ceiling:` diagnostic writes the header only)
+            // (the `ceiling:` diagnostic writes the header only, compared
+            // as vhostd's would be: it stays an upper bound for vhostd)
             let out = match frame_bytes {
                 true => &*pkt,
                 false => pkt.get(..hl).unwrap_or_default(),
             };
-            let written = if COMPARE && out.len() > hl {
+            let written = if COMPARE && out.len() >= hl {
                 compared = compared.saturating_add(1);
                 write_unless_equal(mem, s.addr, out, hl)
             } else {

@@ -836,8 +836,13 @@ fn test_qp_ceiling_moves_headers_and_lengths_but_no_frame_bytes() {
     // `ceiling:loopback` (a benchmark diagnostic): single-buffer frames go
     // round with their lengths and virtio-net headers, while their bytes
     // stay where they were (TX reads the header only, RX writes the header
-    // only). The plain loopback, same rig, carries the frames whole.
-    for packed in [false, true] {
+    // only, and compares it first as vhostd does under HeaderWrite::Compare:
+    // the ceiling stays an upper bound for vhostd). The plain loopback,
+    // same rig, carries the frames whole.
+    for (packed, way) in [false, true]
+        .into_iter()
+        .flat_map(|p| [(p, HeaderWrite::Write), (p, HeaderWrite::Compare)])
+    {
         for ceiling in [false, true] {
             let be: Box<dyn Backend> = match ceiling {
                 true => Box::new(vhostd_backend::Ceiling(Box::new(Loopback::new()))),
@@ -859,10 +864,13 @@ fn test_qp_ceiling_moves_headers_and_lengths_but_no_frame_bytes() {
             assert_eq!(r.tx.used().len(), sent.len(), "packed {packed}");
             r.rx.post_rx(64, 2048);
             let mut rs = QueueStats::default();
+            r.qp.set_rx_header(way);
             r.qp.process_rx(&r.m.mem, &mut rs).unwrap();
             let got = rx_frames(&mut r);
             assert_eq!(got.len(), sent.len(), "packed {packed} ceiling {ceiling}");
             assert_eq!((st.packets, rs.packets), (40, 40));
+            let compared = if way == HeaderWrite::Compare { 40 } else { 0 };
+            assert_eq!(rs.header_compared, compared, "{way:?} ceiling {ceiling}");
             for (g, f) in got.iter().zip(&sent) {
                 assert_eq!(g.len(), f.len(), "lengths go round either way");
                 assert_eq!(&g[..10], &f[..10], "the header goes round either way");
