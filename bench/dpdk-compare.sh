@@ -41,17 +41,22 @@
 #   KEEP=1                    keep the work directory (logs) even if every cell passed
 #   CEILING=1                 a third run per pair: vhostd --backend ceiling:KIND, which does not copy
 #                             the frame bytes (headers and rings only; a diagnostic that breaks the
-#                             fairness rule on purpose). Its rate bounds any back-end's with this
-#                             front-end: the note gives it and, over same-phase pairs, ceiling/DPDK
-#                             (the highest vh/DP reachable) and vhostd/ceiling. JSON: cell.ceiling.
+#                             fairness rule on purpose). Its rate is the front-end's with the ring
+#                             work alone (a bound on vhostd only where it runs above vhostd; on the
+#                             loop path it does not): the note gives it and, over same-phase pairs,
+#                             ceiling/DPDK and vhostd/ceiling. JSON: cell.ceiling.
 #
 # Output: one table row per cell as soon as it is done:
 #   path ring mrg ino size | DPDK Mpps, vhostd Mpps (median of the side's runs; a run = mean of its
 #   1-s samples) | Gbit/s each (Mpps * size * 8 / 1000: frame bytes, no virtio-net header, no
 #   CRC/preamble/IFG) | vhostd/DPDK | note.  A side whose runs all failed prints its reason instead
 #   of a rate (0pps, stall, no-socket, front-down, front-exit, unsupported); some failed runs of a
-#   side: '!' and the count in the note. The JSON has every run: 1-s samples, status, negotiated
-#   features, the virtio driver's Rx/Tx paths, foreign CPU and steal during the run.
+#   side: '!' and the count in the note. The note's "bands": the cell's 1-s samples split where
+#   the machine's phase flipped (a gap of >= 1.5x between sorted rates, both sides on each side of
+#   it), vhostd/DPDK per band: read these when phases flip within runs, as they do since
+#   2026-11-29 (the probes around a run then miss the flip). The JSON has every run: 1-s samples,
+#   status, negotiated features, the virtio driver's Rx/Tx paths, foreign CPU and steal during the
+#   run; cell.bands.
 #
 # Exit status 0; 3 when some cell failed (the run goes on past a failing cell); 1 on bad settings.
 # The machine's two vCPUs drift (identical runs 2-3x apart across minutes): only the ratio within
@@ -390,6 +395,30 @@ def side(rs, foreign_max):
         "disturbed": any(r["foreign"] is not None and r["foreign"] > foreign_max for r in rs if r["status"] == "ok"),
     }
 
+def bands(rs):
+    """The cell's 1-s samples of both sides, split at the widest gap (>= 1.5x) between sorted rates
+    when each part holds samples of both sides: this machine's phases also flip within a run, and
+    the probes around a run then do not classify it. Per band: each side's median and the ratio."""
+    smp = [(x, r["side"]) for r in rs if r["status"] == "ok" and r["side"] in ("dpdk", "vhostd")
+           for x in r["samples"] if x > 0]
+    smp.sort()
+    parts = [("all", smp)]
+    if len(smp) >= 4:
+        gap, at = max((smp[i + 1][0] / smp[i][0], i + 1) for i in range(len(smp) - 1))
+        lo, hi = smp[:at], smp[at:]
+        if gap >= 1.5 and all({s for _, s in p} == {"dpdk", "vhostd"} for p in (lo, hi)):
+            parts = [("slow", lo), ("fast", hi)]
+    out = []
+    for name, p in parts:
+        b = {"band": name}
+        for sd in ("dpdk", "vhostd"):
+            v = [x for x, s in p if s == sd]
+            b[sd] = round(statistics.median(v) / 1e6, 3) if v else None
+            b[sd + "_samples"] = len(v)
+        b["ratio"] = round(b["vhostd"] / b["dpdk"], 3) if b["dpdk"] and b["vhostd"] else None
+        out.append(b)
+    return out
+
 def cells(foreign_max):
     out = {}
     for r in runs:
@@ -433,6 +462,7 @@ def cells(foreign_max):
                 if "vhostd" in x and x.get("dpdk") and phase[p]["vhostd"] == phase[p]["dpdk"]]
         cell["same_phase_pair_ratios"] = same
         cell["median_same_phase_ratio"] = round(statistics.median(same), 3) if same else None
+        cell["bands"] = bands(rs)
         # CEILING=1: the ceiling runs against each side, pair by pair, same phase only
         crs = [r for r in rs if r["side"] == "ceiling"]
         if crs:
@@ -480,6 +510,10 @@ def row(c):
     sp = c["median_same_phase_ratio"]
     if sp is not None:
         note.append("same-phase %.2f (%d/%d pairs)" % (sp, len(c["same_phase_pair_ratios"]), len(c["pair_ratios"])))
+    bs = [b for b in c["bands"] if b["band"] != "all" and b["ratio"] is not None]
+    if bs:
+        note.append("bands " + ", ".join("%s %.2f (%.1f vs %.1f, %d/%d s)" % (
+            b["band"], b["ratio"], b["vhostd"], b["dpdk"], b["vhostd_samples"], b["dpdk_samples"]) for b in bs))
     ce = c.get("ceiling")
     if ce and ce["median_mpps"] is None:
         note.append("ceiling %s" % ce["status"])
@@ -499,10 +533,12 @@ elif mode == "legend":
     print("*: other processes took > %s%% of one CPU during a run (busy: sides). vh/DP = vhostd/DPDK." % sys.argv[3])
     print("~far: runs in the far phase (line round trip > %.0f ns); same-phase: median vhostd/DPDK over" % RTT_FAR)
     print("pairs whose two runs were in the same phase (the ratio to read when the phases differ;")
-    print("phases: far, near, and sibling below %.0f ns)." % RTT_SIB)
+    print("phases: far, near, and sibling below %.0f ns). bands: the cell's 1-s samples split at a gap of" % RTT_SIB)
+    print(">= 1.5x when both sides have samples on each side of it (phases that flip within a run):")
+    print("vhostd/DPDK per band, each side's median Mpps and its seconds in that band.")
     if any(r["side"] == "ceiling" for r in runs):
         print("ceiling: median Mpps of the ceiling:KIND runs (no frame copies, not a vhostd figure); /DPDK and")
-        print("vhostd/: same-phase medians of ceiling/DPDK (the highest vh/DP reachable) and vhostd/ceiling.")
+        print("vhostd/: same-phase medians of ceiling/DPDK and vhostd/ceiling.")
 elif mode == "row":
     fm = int(sys.argv[4])
     for c in cells(fm):
