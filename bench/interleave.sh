@@ -22,8 +22,9 @@
 # (s) ROUNDS=20 (A/B pairs after WARM=4 periods) VHOSTD_ARGS="--mode poll".
 # CEILING=1 runs side A with --backend ceiling:KIND (rings and headers only,
 # no frame bytes copied: never a vhostd figure): A/B is then ceiling/DPDK,
-# about the highest vhostd/DPDK reachable with this front-end in the cell
-# (with B=vhostd:PATH, ceiling/vhostd: what the frame copies cost).
+# the front-end's rate with the ring work alone against DPDK's (a bound on
+# vhostd/DPDK only where the ceiling runs above vhostd; on the loop path it
+# does not); with B=vhostd:PATH, ceiling/vhostd.
 # The vhostd sides also report the share of RX frames whose header was
 # compared rather than written (the RX header tuner's choice).
 #
