@@ -747,7 +747,7 @@ impl QueuePair {
             }
             kept = kept.saturating_add(1);
             // (the `ceiling:` diagnostic writes the header only, compared
-            // as vhostd's would be: it stays an upper bound for vhostd)
+            // as vhostd's is: no more guest-line writes than vhostd makes)
             let out = match frame_bytes {
                 true => &*pkt,
                 false => pkt.get(..hl).unwrap_or_default(),

@@ -837,7 +837,7 @@ fn test_qp_ceiling_moves_headers_and_lengths_but_no_frame_bytes() {
     // round with their lengths and virtio-net headers, while their bytes
     // stay where they were (TX reads the header only, RX writes the header
     // only, and compares it first as vhostd does under HeaderWrite::Compare:
-    // the ceiling stays an upper bound for vhostd). The plain loopback,
+    // no more guest-line writes than vhostd makes). The plain loopback,
     // same rig, carries the frames whole.
     for (packed, way) in [false, true]
         .into_iter()
