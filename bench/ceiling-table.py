@@ -4,8 +4,9 @@
 Reads bench/dpdk-compare.sh JSON files written with CEILING=1 and prints one
 markdown row per cell and machine phase: the medians over the pairs whose
 three runs (DPDK, vhostd, ceiling) all saw that phase, of each side's Mpps
-and of the ratios ceiling/DPDK (the highest vhostd/DPDK any back-end reaches
-with this front-end), vhostd/DPDK and vhostd/ceiling. Pairs that straddle a
+and of the ratios ceiling/DPDK (the highest vhostd/DPDK reachable with this
+front-end where the ceiling runs above vhostd; on the loop path it does not,
+docs/PERFORMANCE.md 2026-11-29 evening), vhostd/DPDK and vhostd/ceiling. Pairs that straddle a
 phase change are left out; a cell with none in a phase has no row for it.
 Exit status 1 if a file has no ceiling runs (not written with CEILING=1).
 """

@@ -584,7 +584,7 @@ log "dpdk-compare: dpdk $(dpkg-query -W -f='${Version}' dpdk-dev 2>/dev/null), $
     "$NCELLS cells x $PAIRS pairs, ${WARMUP}s warm-up + ${SECS}x1s samples per run;" \
     "front-end CPU $FRONT_CPU, back-end CPU $BACK_CPU, EAL $EAL_MEM; vhostd $VHOSTD_ARGS; logs in $W"
 [ "$CEILING" = 1 ] && log "CEILING=1: a third run per pair, --backend ceiling:KIND (frame bytes not copied):" \
-    "the highest rate any back-end reaches with this front-end, not vhostd's"
+    "the front-end's rate with the ring work alone (not vhostd's; a bound only where it runs above vhostd)"
 python3 "$W/report.py" header
 
 CELL=0
